@@ -1,0 +1,268 @@
+/**
+ * Program dispatch: one table per program version says, for each procedure, its handler and its
+ * flags. Read-only exports, the reply cache and metric labels all read the same table.
+ *
+ * A handler decodes its arguments synchronously from `call.args` (a view of the received record),
+ * does its work (possibly awaiting the file system), then encodes its reply in one synchronous
+ * stretch between `call.beginReply()` and `call.send()`, because the reply writer is shared.
+ */
+import { componentLogger } from '../log/logger.js';
+import {
+  AcceptStat,
+  AuthFlavor,
+  AuthStat,
+  decodeCallHeader,
+  RPC_VERSION,
+  writeAcceptedHeader,
+  writeAuthError,
+  writeProgMismatch,
+  writeRpcMismatch,
+  type Credentials,
+} from './message.js';
+import { lastFragmentHeader } from './record.js';
+import { XdrError, XdrReader, XdrWriter } from './xdr.js';
+
+const log = componentLogger('rpc');
+
+/** Where a call came from and how to answer it: one per TCP connection, one per UDP datagram. */
+export interface ReplySink {
+  readonly tcp: boolean;
+  readonly address: string;
+  readonly port: number;
+  /** Calls of this sink that have been dispatched and not yet answered or dropped. */
+  inFlight: number;
+  send(head: Buffer, payload: Buffer | null, pad: Buffer | null): void;
+  /** A call ended without a reply (dropped retransmission, undecodable record). */
+  done(): void;
+}
+
+export type Handler = (call: RpcCall) => void | Promise<void>;
+
+export interface ProcedureSpec {
+  name: string;
+  handler: Handler;
+  /** Changes server state: refused on read-only exports (NFS3ERR_ROFS). */
+  mutates: boolean;
+  /** Not idempotent: a retransmission must get the first reply (duplicate-request cache). */
+  nonIdempotent: boolean;
+  /** Needs an identity: AUTH_SYS, or AUTH_NONE mapped to the anonymous user. */
+  needsCred: boolean;
+}
+
+export interface ProgramVersion {
+  version: number;
+  /** Indexed by procedure number; holes are PROC_UNAVAIL. */
+  procedures: (ProcedureSpec | undefined)[];
+}
+
+export interface Program {
+  program: number;
+  name: string;
+  versions: ProgramVersion[];
+}
+
+const PADS = [null, Buffer.alloc(1), Buffer.alloc(2), Buffer.alloc(3)];
+
+/** One shared writer for every reply of this process (see the file comment). */
+const replyWriter = new XdrWriter();
+
+/** Observes every dispatched call; the metrics module implements it. */
+export interface CallObserver {
+  onReply(call: RpcCall, replyBytes: number): void;
+}
+
+export class RpcCall {
+  readonly xid: number;
+  readonly prog: number;
+  readonly vers: number;
+  readonly proc: number;
+  readonly cred: Credentials;
+  readonly args: XdrReader;
+  readonly sink: ReplySink;
+  readonly spec: ProcedureSpec;
+  readonly startedAt: number;
+  private replied = false;
+  private readonly dispatcher: RpcDispatcher;
+
+  constructor(
+    dispatcher: RpcDispatcher,
+    sink: ReplySink,
+    xid: number,
+    prog: number,
+    vers: number,
+    proc: number,
+    cred: Credentials,
+    args: XdrReader,
+    spec: ProcedureSpec,
+  ) {
+    this.dispatcher = dispatcher;
+    this.sink = sink;
+    this.xid = xid;
+    this.prog = prog;
+    this.vers = vers;
+    this.proc = proc;
+    this.cred = cred;
+    this.args = args;
+    this.spec = spec;
+    this.startedAt = performance.now();
+  }
+
+  get answered(): boolean {
+    return this.replied;
+  }
+
+  /** Starts a SUCCESS reply and returns the writer positioned at the procedure's results. */
+  beginReply(expected = 512): XdrWriter {
+    const w = replyWriter;
+    w.begin(expected + 32);
+    if (this.sink.tcp) w.u32(0);
+    writeAcceptedHeader(w, this.xid, AcceptStat.SUCCESS);
+    return w;
+  }
+
+  /**
+   * Sends the reply begun with beginReply. `payload` is appended after the encoded bytes without
+   * copying (READ data); the writer must already hold its XDR length, and its padding is added here.
+   */
+  send(payload: Buffer | null = null): void {
+    if (this.replied) return;
+    this.replied = true;
+    const w = replyWriter;
+    const payloadLen = payload ? payload.length : 0;
+    const pad = payloadLen & 3 ? PADS[4 - (payloadLen & 3)] : null;
+    const total = w.length() + payloadLen + (pad ? pad.length : 0);
+    if (this.sink.tcp) w.patchU32(0, lastFragmentHeader(total - 4));
+    const head = w.finish();
+    this.sink.inFlight--;
+    this.sink.send(head, payload, pad);
+    this.dispatcher.observer?.onReply(this, total);
+  }
+
+  /** An accepted reply with a non-SUCCESS accept_stat and no body. */
+  replyAccept(stat: AcceptStat): void {
+    if (this.replied) return;
+    const w = replyWriter;
+    w.begin(64);
+    if (this.sink.tcp) w.u32(0);
+    writeAcceptedHeader(w, this.xid, stat);
+    this.send(null);
+  }
+
+  /** Handler failure: undecodable arguments are GARBAGE_ARGS; anything else SYSTEM_ERR. */
+  fail(err: unknown): void {
+    if (this.replied) {
+      log.error({ err, client: this.sink.address, xid: this.xid, proc: this.spec.name }, 'handler failed after replying');
+      return;
+    }
+    if (err instanceof XdrError) {
+      log.warn({ client: this.sink.address, xid: this.xid, proc: this.spec.name, reason: err.message }, 'garbage arguments');
+      this.replyAccept(AcceptStat.GARBAGE_ARGS);
+    } else {
+      log.error({ err, client: this.sink.address, xid: this.xid, proc: this.spec.name }, 'procedure failed');
+      this.replyAccept(AcceptStat.SYSTEM_ERR);
+    }
+  }
+
+  /** Ends the call without any reply (e.g. a retransmission of a call still running). */
+  drop(): void {
+    if (this.replied) return;
+    this.replied = true;
+    this.sink.inFlight--;
+    this.sink.done();
+  }
+}
+
+interface ProgramEntry {
+  program: Program;
+  low: number;
+  high: number;
+  byVersion: Map<number, ProgramVersion>;
+}
+
+export class RpcDispatcher {
+  private readonly programs = new Map<number, ProgramEntry>();
+  observer: CallObserver | null = null;
+
+  register(program: Program): void {
+    const versions = program.versions.map((v) => v.version);
+    this.programs.set(program.program, {
+      program,
+      low: Math.min(...versions),
+      high: Math.max(...versions),
+      byVersion: new Map(program.versions.map((v) => [v.version, v])),
+    });
+  }
+
+  registered(): Program[] {
+    return [...this.programs.values()].map((e) => e.program);
+  }
+
+  /** Handles one RPC message (a TCP record or a UDP datagram). */
+  dispatch(record: Buffer, sink: ReplySink): void {
+    const args = new XdrReader(record, 0, record.length);
+    let header;
+    try {
+      header = decodeCallHeader(args);
+    } catch (err) {
+      // Without a whole call header there is no call to answer.
+      log.warn({ client: sink.address, reason: (err as Error).message, bytes: record.length }, 'undecodable RPC header, dropped');
+      return;
+    }
+    if (header === null) {
+      log.debug({ client: sink.address }, 'RPC reply message sent to the server, ignored');
+      return;
+    }
+    const { xid, prog, vers, proc, cred } = header;
+    if (header.rpcvers !== RPC_VERSION) {
+      log.warn({ client: sink.address, xid, rpcvers: header.rpcvers }, 'RPC version mismatch');
+      this.sendRaw(sink, (w) => writeRpcMismatch(w, xid));
+      return;
+    }
+    if (header.badCred) {
+      log.warn({ client: sink.address, xid, prog }, 'malformed AUTH_SYS credential');
+      this.sendRaw(sink, (w) => writeAuthError(w, xid, AuthStat.AUTH_BADCRED));
+      return;
+    }
+    const entry = this.programs.get(prog);
+    if (entry === undefined) {
+      log.debug({ client: sink.address, xid, prog, vers }, 'program unavailable');
+      this.sendRaw(sink, (w) => writeAcceptedHeader(w, xid, AcceptStat.PROG_UNAVAIL));
+      return;
+    }
+    const version = entry.byVersion.get(vers);
+    if (version === undefined) {
+      log.debug({ client: sink.address, xid, prog, vers }, 'program version mismatch');
+      this.sendRaw(sink, (w) => writeProgMismatch(w, xid, entry.low, entry.high));
+      return;
+    }
+    const spec = version.procedures[proc];
+    if (spec === undefined) {
+      log.warn({ client: sink.address, xid, prog, vers, proc }, 'procedure unavailable');
+      this.sendRaw(sink, (w) => writeAcceptedHeader(w, xid, AcceptStat.PROC_UNAVAIL));
+      return;
+    }
+    if (spec.needsCred && cred.flavor !== AuthFlavor.SYS && cred.flavor !== AuthFlavor.NONE) {
+      log.warn({ client: sink.address, xid, flavor: cred.flavor, proc: spec.name }, 'unsupported auth flavor');
+      this.sendRaw(sink, (w) => writeAuthError(w, xid, AuthStat.AUTH_TOOWEAK));
+      return;
+    }
+    sink.inFlight++;
+    const call = new RpcCall(this, sink, xid, prog, vers, proc, cred, args, spec);
+    try {
+      const pending = spec.handler(call);
+      if (pending !== undefined) pending.then(undefined, (err: unknown) => call.fail(err));
+    } catch (err) {
+      call.fail(err);
+    }
+  }
+
+  /** Rejections before a call object exists: rare, so a closure here costs nothing that matters. */
+  private sendRaw(sink: ReplySink, encode: (w: XdrWriter) => void): void {
+    const w = replyWriter;
+    w.begin(64);
+    if (sink.tcp) w.u32(0);
+    encode(w);
+    if (sink.tcp) w.patchU32(0, lastFragmentHeader(w.length() - 4));
+    sink.send(w.finish(), null, null);
+  }
+}
