@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * The clusternfs command line. Errors an admin can fix (a missing directory, a taken port, a bad
+ * exports line) are printed as one sentence, never as a stack trace.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { rootLogger, setLogLevel } from '../log/logger.js';
+import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
+import { ClusterNfsServer, StartupError } from '../server/server.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const packageRoot = path.resolve(here, '..', '..', '..');
+/** The bundled sample export served when no directory or config is given. */
+export const SAMPLE_EXPORT = path.join(packageRoot, 'sample', 'root');
+
+function version(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version as string;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('not a port number (0-65535)');
+  return n;
+}
+
+function defaultStateDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/clusternfs';
+  return path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'clusternfs');
+}
+
+class UserError extends Error {}
+
+interface ServeOptions {
+  config?: string;
+  bind: string;
+  nfsPort: number;
+  mountPort: number;
+  portmapPort: number;
+  portmap: boolean;
+  metricsPort?: number;
+  stateDir: string;
+  logLevel: string;
+}
+
+async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<ExportEntry[]> {
+  if (dir !== undefined && opts.config !== undefined) throw new UserError('give either EXPORT_DIR or --config, not both');
+  if (opts.config !== undefined) {
+    if (!fs.existsSync(opts.config)) throw new UserError(`config file ${opts.config} does not exist`);
+    return loadExportsFile(opts.config);
+  }
+  const target = path.resolve(dir ?? SAMPLE_EXPORT);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(target);
+  } catch {
+    throw new UserError(`export directory ${target} does not exist`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${target} is not a directory`);
+  return [quickExport(target)];
+}
+
+async function serve(dir: string | undefined, opts: ServeOptions): Promise<void> {
+  setLogLevel(opts.logLevel);
+  const exports = await exportsFor(dir, opts);
+  const server = await ClusterNfsServer.start({
+    exports,
+    bind: opts.bind,
+    nfsPort: opts.nfsPort,
+    mountPort: opts.mountPort,
+    portmapPort: opts.portmap ? opts.portmapPort : null,
+    stateDir: opts.stateDir,
+  });
+  // One line on stdout for scripts and tests; the structured log goes to the same stream.
+  rootLogger.info({ ready: true, ports: server.ports }, 'ready');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    rootLogger.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      server.flushSync();
+      process.exit(1);
+    }, 5000);
+    force.unref();
+    server.stop().then(
+      () => process.exit(0),
+      (err) => {
+        rootLogger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('clusternfs')
+    .description('NFSv3 server for diskless clusters: one shared root image, per-node files by tags')
+    .version(version(), '-V, --version');
+  program
+    .command('serve')
+    .description('serve EXPORT_DIR (quick mode: exported under its absolute path to loopback clients), the exports of --config, or the bundled sample export')
+    .argument('[EXPORT_DIR]', 'directory to export in quick mode')
+    .option('-c, --config <FILE>', 'exports(5)-style file: /srv/root 10.0.0.0/24(rw,no_root_squash) *(ro)')
+    .option('--bind <ADDR>', 'address all services listen on', '0.0.0.0')
+    .option('--nfs-port <N>', 'NFS port (TCP and UDP)', port, 2049)
+    .option('--mount-port <N>', 'MOUNT port (TCP and UDP)', port, 20048)
+    .option('--portmap-port <N>', 'portmapper port; if taken by a system rpcbind, our programs are registered with it', port, 111)
+    .option('--no-portmap', 'neither serve nor register with a portmapper (clients must be given the ports)')
+    .option('--metrics-port <N>', 'HTTP port for Prometheus /metrics', port)
+    .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
+    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof UserError || err instanceof ConfigError || err instanceof StartupError) {
+      process.stderr.write(`clusternfs: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+void main();

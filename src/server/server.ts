@@ -1,0 +1,141 @@
+/**
+ * One clusternfs process: the exports' stores, the NFS and MOUNT programs on their TCP and UDP
+ * ports, and the portmapper (embedded, or our programs registered with a system rpcbind).
+ */
+import path from 'node:path';
+import { componentLogger } from '../log/logger.js';
+import { MOUNT_PROGRAM, MOUNT_V1, MOUNT_V3 } from '../mount/constants.js';
+import { ExportTable, type ExportEntry, type ExportOptions } from '../mount/exports.js';
+import { MountProgram } from '../mount/program.js';
+import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
+import { NfsProgram, type NfsExport } from '../nfs/program.js';
+import { RpcDispatcher } from '../rpc/dispatch.js';
+import { PortmapRegistry } from '../rpc/portmap.js';
+import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registrar.js';
+import { TcpTransport } from '../rpc/tcp.js';
+import { UdpTransport } from '../rpc/udp.js';
+import { ExportStore } from '../store/export-store.js';
+
+const log = componentLogger('server');
+
+export interface ServerConfig {
+  exports: ExportEntry[];
+  /** Address every service binds to. */
+  bind: string;
+  nfsPort: number;
+  mountPort: number;
+  /** null: do not serve or register with a portmapper (clients must be given the ports). */
+  portmapPort: number | null;
+  /** Where handle indexes live; null keeps them in memory (handles then do not survive a restart). */
+  stateDir: string | null;
+}
+
+export interface ListeningPorts {
+  nfs: number;
+  mount: number;
+  portmap: number | null;
+}
+
+/** Turns "address in use" and friends into a sentence for the admin. */
+export class StartupError extends Error {}
+
+async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, host: string, service: string): Promise<number> {
+  try {
+    const bound = await tcp.listen(port, host);
+    await udp.listen(bound, host);
+    return bound;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `${host}:${port}`;
+    if (code === 'EADDRINUSE') throw new StartupError(`${service} port ${where} is already in use (another NFS server?); choose another with its --*-port flag`);
+    if (code === 'EACCES') throw new StartupError(`not allowed to bind ${service} port ${where}: ports below 1024 need root (or CAP_NET_BIND_SERVICE)`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`cannot bind ${where}: no such local address (check --bind)`);
+    throw err;
+  }
+}
+
+export class ClusterNfsServer {
+  readonly ports: ListeningPorts;
+  readonly exportTable: ExportTable;
+  private readonly transports: (TcpTransport | UdpTransport)[];
+  private readonly stores: ExportStore[];
+  private readonly portmapper: PortmapperService | null;
+
+  private constructor(
+    ports: ListeningPorts,
+    table: ExportTable,
+    transports: (TcpTransport | UdpTransport)[],
+    stores: ExportStore[],
+    portmapper: PortmapperService | null,
+  ) {
+    this.ports = ports;
+    this.exportTable = table;
+    this.transports = transports;
+    this.stores = stores;
+    this.portmapper = portmapper;
+  }
+
+  static async start(cfg: ServerConfig): Promise<ClusterNfsServer> {
+    const table = new ExportTable(cfg.exports);
+    const stores = new Map<ExportEntry, ExportStore>();
+    const served: NfsExport[] = [];
+    for (const entry of cfg.exports) {
+      const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      stores.set(entry, store);
+      served.push({ fsid: entry.fsid, path: entry.path, store });
+    }
+    const entryByFsid = new Map(cfg.exports.map((e) => [e.fsid, e]));
+    const authorize = (exp: NfsExport, address: string): ExportOptions | null | Promise<ExportOptions | null> => {
+      const entry = entryByFsid.get(exp.fsid)!;
+      const quick = table.clientOptionsSync(entry, address);
+      return quick !== undefined ? quick : table.clientOptions(entry, address);
+    };
+
+    const nfsDispatch = new RpcDispatcher();
+    nfsDispatch.register(new NfsProgram(served, authorize).program());
+    const mountDispatch = new RpcDispatcher();
+    mountDispatch.register(new MountProgram({ exports: table, rootHandle: async (entry) => stores.get(entry)!.rootHandle() }));
+
+    const transports: (TcpTransport | UdpTransport)[] = [];
+    const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
+      transports.push(t);
+      return t;
+    };
+    try {
+      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS');
+      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT');
+      let portmapper: PortmapperService | null = null;
+      if (cfg.portmapPort !== null) {
+        const registry = new PortmapRegistry();
+        registry.addProgram(MOUNT_PROGRAM, [MOUNT_V1, MOUNT_V3], mount);
+        registry.addProgram(NFS_PROGRAM, [NFS_V3], nfs);
+        try {
+          portmapper = await startPortmapper({ registry, host: cfg.bind, port: cfg.portmapPort });
+        } catch (err) {
+          throw new StartupError((err as Error).message);
+        }
+      }
+      const ports = { nfs, mount, portmap: portmapper?.port ?? null };
+      log.info({ ...ports, portmapper: portmapper?.mode ?? 'none', exports: cfg.exports.map((e) => e.path) }, 'clusternfs serving');
+      return new ClusterNfsServer(ports, table, transports, [...stores.values()], portmapper);
+    } catch (err) {
+      await Promise.all(transports.map((t) => t.close()));
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.portmapper !== null) {
+      await this.portmapper.close().catch((err) => log.warn({ err }, 'portmapper shutdown failed'));
+    }
+    await Promise.all(this.transports.map((t) => t.close()));
+    await Promise.all(this.stores.map((s) => s.close()));
+    log.info('clusternfs stopped');
+  }
+
+  /** For exit paths that cannot wait: make sure the handle indexes are on disk. */
+  flushSync(): void {
+    for (const s of this.stores) s.flushSync();
+  }
+}

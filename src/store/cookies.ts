@@ -1,0 +1,38 @@
+/**
+ * READDIR cookies: a hash of the entry's name, not its position or inode number. A listing
+ * continued after the directory changed resumes at the same name (entries present throughout are
+ * returned exactly once, as ext4's hash cookies do), so we never need NFS3ERR_BAD_COOKIE.
+ * Cookies 1 and 2 are '.' and '..'; hashed cookies have a non-zero high word and stay below 2^63
+ * for clients that store them signed.
+ */
+import type { ListingEntry } from './export-store.js';
+
+function fnv1a(s: string, seed: number): number {
+  let h = seed;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  h ^= h >>> 12;
+  return h >>> 0;
+}
+
+export function listingCookie(name: string): { hi: number; lo: number } {
+  return { hi: (fnv1a(name, 0x811c9dc5) % 0x7ffffffe) + 1, lo: fnv1a(name, 0x050c5d1f) };
+}
+
+/** Index of the first entry whose cookie is greater than (hi, lo); cookie 0 starts at 0. */
+export function firstAfter(entries: ListingEntry[], hi: number, lo: number): number {
+  if (hi === 0 && lo === 0) return 0;
+  let a = 0;
+  let b = entries.length;
+  while (a < b) {
+    const m = (a + b) >>> 1;
+    const e = entries[m];
+    if (e.cookieHi < hi || (e.cookieHi === hi && e.cookieLo <= lo)) a = m + 1;
+    else b = m;
+  }
+  return a;
+}

@@ -1,0 +1,197 @@
+/**
+ * The persistent index behind file handles: inode number → (birth time, parent inode, name).
+ *
+ * A handle carries only (fsid, ino, birth); to serve it we need a path. Walking up the parent
+ * chain gives one, and it stays right when a file or any of its parents is renamed through us
+ * (we update the one entry). The index is appended to a log in the state directory so that
+ * handles taken before a restart still resolve after it; what the log missed (a crash, a change
+ * made behind our back) is found again by the store's bounded walk of the export.
+ *
+ * Log record: type u8 (1 set, 2 delete) | ino u64 | birth u64 | parent u64 | nameLen u16 | name.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { componentLogger } from '../log/logger.js';
+
+const log = componentLogger('handle-index');
+const TWO_32 = 4294967296;
+const REC_SET = 1;
+const REC_DEL = 2;
+const HEADER = 1 + 8 + 8 + 8 + 2;
+/** Longest parent chain we follow; deeper means a cycle from a corrupt log. */
+const MAX_DEPTH = 4096;
+
+export interface IndexEntry {
+  birth: number;
+  parent: number;
+  name: string;
+}
+
+function putU64(buf: Buffer, off: number, v: number): void {
+  const hi = Math.floor(v / TWO_32);
+  buf.writeUInt32BE(hi >>> 0, off);
+  buf.writeUInt32BE((v - hi * TWO_32) >>> 0, off + 4);
+}
+
+function getU64(buf: Buffer, off: number): number {
+  return buf.readUInt32BE(off) * TWO_32 + buf.readUInt32BE(off + 4);
+}
+
+export class HandleIndex {
+  private readonly entries = new Map<number, IndexEntry>();
+  private readonly file: string | null;
+  private pending: Buffer[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Bumped on every rename/delete: cached paths of an older generation are recomputed. */
+  private generation = 0;
+  private readonly pathCache = new Map<number, { gen: number; rel: string }>();
+  private readonly rootIno: number;
+
+  private constructor(file: string | null, rootIno: number) {
+    this.file = file;
+    this.rootIno = rootIno;
+  }
+
+  /** Opens (and replays) the index log in `dir`; `dir` null keeps the index in memory only. */
+  static async open(dir: string | null, rootIno: number): Promise<HandleIndex> {
+    if (dir === null) return new HandleIndex(null, rootIno);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, 'handles.log');
+    const index = new HandleIndex(file, rootIno);
+    let records = 0;
+    try {
+      const data = await fsp.readFile(file);
+      records = index.replay(data);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (records > 2 * index.entries.size + 1000) await index.compact();
+    log.info({ file, entries: index.entries.size, records }, 'handle index loaded');
+    return index;
+  }
+
+  private replay(data: Buffer): number {
+    let off = 0;
+    let records = 0;
+    while (off + HEADER <= data.length) {
+      const type = data[off];
+      const nameLen = data.readUInt16BE(off + 25);
+      if ((type !== REC_SET && type !== REC_DEL) || off + HEADER + nameLen > data.length) break;
+      const ino = getU64(data, off + 1);
+      if (type === REC_SET) {
+        this.entries.set(ino, {
+          birth: getU64(data, off + 9),
+          parent: getU64(data, off + 17),
+          name: data.toString('latin1', off + HEADER, off + HEADER + nameLen),
+        });
+      } else {
+        this.entries.delete(ino);
+      }
+      off += HEADER + nameLen;
+      records++;
+    }
+    if (off !== data.length) log.warn({ file: this.file, at: off, size: data.length }, 'handle index log has a torn tail; ignored');
+    return records;
+  }
+
+  private async compact(): Promise<void> {
+    if (this.file === null) return;
+    const parts: Buffer[] = [];
+    for (const [ino, e] of this.entries) parts.push(this.record(REC_SET, ino, e));
+    const tmp = `${this.file}.tmp`;
+    await fsp.writeFile(tmp, Buffer.concat(parts));
+    await fsp.rename(tmp, this.file);
+  }
+
+  private record(type: number, ino: number, e: IndexEntry | null): Buffer {
+    const nameLen = e ? Buffer.byteLength(e.name, 'latin1') : 0;
+    const buf = Buffer.alloc(HEADER + nameLen);
+    buf[0] = type;
+    putU64(buf, 1, ino);
+    if (e) {
+      putU64(buf, 9, e.birth);
+      putU64(buf, 17, e.parent);
+      buf.writeUInt16BE(nameLen, 25);
+      buf.write(e.name, HEADER, 'latin1');
+    }
+    return buf;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(ino: number): IndexEntry | undefined {
+    return this.entries.get(ino);
+  }
+
+  /** Records where `ino` lives; a no-op when nothing changed (the common LOOKUP case). */
+  set(ino: number, birth: number, parent: number, name: string): void {
+    if (ino === this.rootIno) return;
+    const old = this.entries.get(ino);
+    if (old !== undefined && old.birth === birth && old.parent === parent && old.name === name) return;
+    if (old !== undefined) this.generation++;
+    const e = { birth, parent, name };
+    this.entries.set(ino, e);
+    this.append(this.record(REC_SET, ino, e));
+  }
+
+  delete(ino: number): void {
+    if (!this.entries.delete(ino)) return;
+    this.generation++;
+    this.append(this.record(REC_DEL, ino, null));
+  }
+
+  /** Path of `ino` relative to the export root as a byte string ('' for the root), or null. */
+  relPath(ino: number): string | null {
+    if (ino === this.rootIno) return '';
+    const cached = this.pathCache.get(ino);
+    if (cached !== undefined && cached.gen === this.generation) return cached.rel;
+    const names: string[] = [];
+    let cur = ino;
+    for (let depth = 0; cur !== this.rootIno; depth++) {
+      const e = this.entries.get(cur);
+      if (e === undefined || depth > MAX_DEPTH) return null;
+      names.push(e.name);
+      cur = e.parent;
+    }
+    const rel = names.reverse().join('/');
+    if (this.pathCache.size > 100_000) this.pathCache.clear();
+    this.pathCache.set(ino, { gen: this.generation, rel });
+    return rel;
+  }
+
+  private append(rec: Buffer): void {
+    if (this.file === null) return;
+    this.pending.push(rec);
+    // Batched: one append per 20 ms at most. A crash loses at most that window, which the
+    // store's walk recovers.
+    if (this.flushTimer === null) this.flushTimer = setTimeout(() => void this.flush(), 20);
+  }
+
+  flush(): Promise<void> {
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    if (this.file === null || this.pending.length === 0) return this.flushing;
+    const data = Buffer.concat(this.pending);
+    this.pending = [];
+    const file = this.file;
+    this.flushing = this.flushing.then(() =>
+      fsp.appendFile(file, data).catch((err) => log.error({ err, file }, 'cannot append to handle index')),
+    );
+    return this.flushing;
+  }
+
+  /** Flushes synchronously; for process exit paths. */
+  flushSync(): void {
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    if (this.file === null || this.pending.length === 0) return;
+    fs.appendFileSync(this.file, Buffer.concat(this.pending));
+    this.pending = [];
+  }
+}
