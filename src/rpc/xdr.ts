@@ -15,6 +15,15 @@ export class XdrError extends Error {}
 
 const TWO_32 = 4294967296;
 
+/**
+ * `len` rounded up to a multiple of 4, in double arithmetic. `(len + 3) & ~3` goes through int32
+ * and wraps for lengths >= 2^31 - 3 (a wire length of 0xfffffffd padded to 0, 0x80000001 to a
+ * negative number), which would let need() pass and read past `end` or move `pos` backwards.
+ */
+function padded4(len: number): number {
+  return len + ((4 - (len & 3)) & 3);
+}
+
 export class XdrReader {
   buf: Buffer;
   pos: number;
@@ -81,7 +90,7 @@ export class XdrReader {
   }
 
   fixedOpaque(len: number): Buffer {
-    const padded = (len + 3) & ~3;
+    const padded = padded4(len);
     this.need(padded);
     const start = this.pos;
     this.pos = start + padded;
@@ -92,7 +101,7 @@ export class XdrReader {
   bytesString(max: number): string {
     const len = this.u32();
     if (len > max) throw new XdrError(`XDR string of ${len} bytes exceeds limit ${max}`);
-    const padded = (len + 3) & ~3;
+    const padded = padded4(len);
     this.need(padded);
     const start = this.pos;
     this.pos = start + padded;
