@@ -4,10 +4,12 @@
  * When port 111 is already taken by a portmapper (rpcbind, or an old portmap), the server registers
  * its programs there instead of serving 100000 itself, and removes them again on shutdown.
  *
- * How rpcbind lets us in: since rpcbind 0.2, SET/UNSET are accepted only from its local socket
- * (/run/rpcbind.sock, AF_LOCAL; owner "superuser" when the caller is uid 0). Over inet it accepts
- * them only when started with -L (loopback and a reserved source port) or -i (anyone). An old
- * portmap accepts them from 127.0.0.1 over UDP. So we try, in order: the local socket(s), then
+ * How rpcbind lets us in: its local socket (/run/rpcbind.sock, AF_LOCAL) always takes SET/UNSET
+ * and records a uid-0 caller as owner "superuser", who may UNSET anything. Over inet, callers get
+ * the owner "unknown" and may UNSET only "unknown" entries; upstream rpcbind's is_loopback() even
+ * refuses inet SET unless started with -L or -i, although Debian 12's rpcbind 1.2.6 accepted
+ * PMAP v2 SET/UNSET from 127.0.0.1 over UDP in our tests (test/integration/portmap-real.test.ts).
+ * An old portmap accepts them from 127.0.0.1. So we try, in order: the local socket(s), then
  * PMAP v2 over UDP and TCP to 127.0.0.1:111, and take the first channel on which every SET succeeds
  * AND a GETPORT over inet to the portmapper that owns 111 then sees our ports (a local socket of a
  * different rpcbind — another network namespace sharing /run — would otherwise swallow them).
