@@ -895,6 +895,23 @@ export class ExportTable {
     return norm === null ? undefined : this.byPath.get(norm);
   }
 
+  /**
+   * The export that contains `path`, with the components below its root: MNT of a subdirectory
+   * of an export is allowed, as Linux's mountd allows it (libnfs tools mount a file's directory).
+   * The longest export path wins. '..' never climbs out: a path containing it is not contained.
+   */
+  findContaining(path: string): { entry: ExportEntry; below: string[] } | undefined {
+    const norm = normalizeExportPath(path);
+    if (norm === null) return undefined;
+    const parts = norm.split('/').filter((x) => x !== '' && x !== '.');
+    if (parts.includes('..')) return undefined;
+    for (let n = parts.length; n >= 0; n--) {
+      const entry = this.byPath.get('/' + parts.slice(0, n).join('/'));
+      if (entry !== undefined) return { entry, below: parts.slice(n) };
+    }
+    return undefined;
+  }
+
   byFsid(fsid: number): ExportEntry | undefined {
     return this.byFsidMap.get(fsid);
   }

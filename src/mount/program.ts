@@ -32,8 +32,11 @@ const DEFAULT_MAX_MOUNT_ENTRIES = 10_000;
 
 export interface MountDeps {
   exports: ExportTable;
-  /** The file handle of an export's root directory. */
-  rootHandle(entry: ExportEntry): Promise<Buffer>;
+  /**
+   * The file handle of an export's root directory, or of the directory `below` it (path
+   * components, never '..'); null when that is not an existing directory.
+   */
+  rootHandle(entry: ExportEntry, below: readonly string[]): Promise<Buffer | null>;
 }
 
 export interface MountProgramOptions {
@@ -46,14 +49,14 @@ export interface MountRecord {
   dir: string;
 }
 
-type MntResult = { status: MountStat.OK; handle: Buffer } | { status: Exclude<MountStat, MountStat.OK>; handle: null };
+type MntResult = { status: MountStat.OK; handle: Buffer; mounted: string } | { status: Exclude<MountStat, MountStat.OK>; handle: null };
 
 export class MountProgram implements Program {
   readonly program = MOUNT_PROGRAM;
   readonly name = 'mount';
   readonly versions: ProgramVersion[];
   private exportTable: ExportTable;
-  private readonly rootHandle: (entry: ExportEntry) => Promise<Buffer>;
+  private readonly rootHandle: (entry: ExportEntry, below: readonly string[]) => Promise<Buffer | null>;
   private readonly maxMountEntries: number;
   /** key host + '\0' + dir, insertion ordered (oldest first). */
   private readonly mountList = new Map<string, MountRecord>();
@@ -140,7 +143,7 @@ export class MountProgram implements Program {
       status = MNT1_HANDLE_TOO_LONG;
       handle = null;
     }
-    if (handle !== null) this.remember(client, this.exportTable.find(dir)?.path ?? dir);
+    if (handle !== null && result.handle !== null) this.remember(client, result.mounted);
 
     const w = call.beginReply(version === 1 ? 48 : 32 + (handle ? handle.length : 0));
     w.u32(status);
@@ -159,8 +162,9 @@ export class MountProgram implements Program {
   }
 
   private async decide(dir: string, client: string, port: number): Promise<MntResult> {
-    const entry = this.exportTable.find(dir);
-    if (entry === undefined) {
+    const found = this.exportTable.findContaining(dir);
+    const entry = found?.entry;
+    if (found === undefined || entry === undefined) {
       log.info({ client, port, export: dir, result: 'NOENT' }, 'MNT refused: not exported');
       return { status: MountStat.NOENT, handle: null };
     }
@@ -173,19 +177,24 @@ export class MountProgram implements Program {
       log.warn({ client, port, export: entry.path, result: 'ACCES' }, 'MNT refused: source port is not privileged (export is secure; use insecure to allow)');
       return { status: MountStat.ACCES, handle: null };
     }
-    let handle: Buffer;
+    let handle: Buffer | null;
     try {
-      handle = await this.rootHandle(entry);
+      handle = await this.rootHandle(entry, found.below);
     } catch (err) {
       log.error({ err, client, port, export: entry.path, result: 'SERVERFAULT' }, 'MNT failed: no root handle');
       return { status: MountStat.SERVERFAULT, handle: null };
+    }
+    if (handle === null) {
+      log.info({ client, port, export: entry.path, dir, result: 'NOENT' }, 'MNT refused: no such directory in the export');
+      return { status: MountStat.NOENT, handle: null };
     }
     if (handle.length > FHSIZE3) {
       log.error({ client, export: entry.path, bytes: handle.length, result: 'SERVERFAULT' }, 'MNT failed: root handle longer than 64 bytes');
       return { status: MountStat.SERVERFAULT, handle: null };
     }
-    log.info({ client, port, export: entry.path, ro: opts.ro, cluster: opts.cluster, result: 'OK' }, 'MNT');
-    return { status: MountStat.OK, handle };
+    const mounted = found.below.length === 0 ? entry.path : `${entry.path === '/' ? '' : entry.path}/${found.below.join('/')}`;
+    log.info({ client, port, export: entry.path, dir: mounted, ro: opts.ro, cluster: opts.cluster, result: 'OK' }, 'MNT');
+    return { status: MountStat.OK, handle, mounted };
   }
 
   private remember(host: string, dir: string): void {

@@ -95,7 +95,7 @@ export class ClusterNfsServer {
     const nfsDispatch = new RpcDispatcher();
     nfsDispatch.register(new NfsProgram(served, authorize).program());
     const mountDispatch = new RpcDispatcher();
-    mountDispatch.register(new MountProgram({ exports: table, rootHandle: async (entry) => stores.get(entry)!.rootHandle() }));
+    mountDispatch.register(new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) }));
 
     const transports: (TcpTransport | UdpTransport)[] = [];
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {

@@ -96,6 +96,24 @@ export class ExportStore {
     return encodeHandle({ fsid: this.fsid, ino: this.rootIno, birth: this.rootBirth });
   }
 
+  /**
+   * The handle of the directory `below` the root (MNT of a subdirectory), looked up one
+   * component at a time without following symlinks; null when it is not an existing directory.
+   */
+  async subdirHandle(below: readonly string[]): Promise<Buffer | null> {
+    let node = await this.rootNode();
+    for (const name of below) {
+      if (name === '..' || name === '.' || name.includes('/')) return null;
+      try {
+        node = await this.lookup(node, Buffer.from(name, 'utf8').toString('latin1'));
+      } catch {
+        return null;
+      }
+      if (!node.stats.isDirectory()) return null;
+    }
+    return this.handleOf(node);
+  }
+
   async rootNode(): Promise<FsNode> {
     const stats = await fsops.lstat(this.root);
     return { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel: '', stats };
@@ -105,6 +123,10 @@ export class ExportStore {
   async resolve(fh: HandleFields): Promise<FsNode> {
     const node = await this.tryIndexed(fh);
     if (node !== null) return node;
+    if (this.index.get(fh.ino)?.birth === fh.birth && (await this.relocate(fh.ino))) {
+      const moved = await this.tryIndexed(fh);
+      if (moved !== null) return moved;
+    }
     const found = await this.findByWalk(fh);
     if (found === null) throw new NfsError(NfsStat.STALE, `no object with inode ${fh.ino}`);
     return found;
@@ -127,6 +149,49 @@ export class ExportStore {
     }
     if (stats.ino !== fh.ino || birthMicros(stats.birthtimeMs) !== fh.birth) return null;
     return { ino: stats.ino, birth: fh.birth, rel, stats };
+  }
+
+  /**
+   * A known inode whose recorded path no longer leads to it: find the topmost ancestor that is
+   * no longer where the index says and look for it, by inode and birth time, in its recorded
+   * parent directory. That repairs renames in place at any depth (what rsync and admins do) at
+   * the cost of one directory scan; moves across directories are left to the walk.
+   */
+  private async relocate(ino: number): Promise<boolean> {
+    const chain: number[] = [];
+    for (let cur = ino; cur !== this.rootIno; ) {
+      const e = this.index.get(cur);
+      if (e === undefined || chain.length > 4096) return false;
+      chain.push(cur);
+      cur = e.parent;
+    }
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const a = chain[i];
+      const e = this.index.get(a)!;
+      const rel = this.index.relPath(a);
+      if (rel !== null) {
+        const st = await fsops.lstat(this.abs(rel)).catch(() => null);
+        if (st !== null && st.ino === a && birthMicros(st.birthtimeMs) === e.birth) continue;
+      }
+      const parentRel = this.index.relPath(e.parent);
+      if (parentRel === null) return false;
+      const names = await fsops.readdir(this.abs(parentRel)).catch(() => [] as string[]);
+      let found = false;
+      for (let j = 0; j < names.length && !found; j += 64) {
+        const batch = names.slice(j, j + 64);
+        const stats = await Promise.all(batch.map((n) => fsops.lstat(this.abs(parentRel === '' ? n : `${parentRel}/${n}`)).catch(() => null)));
+        for (let k = 0; k < batch.length; k++) {
+          const st = stats[k];
+          if (st !== null && st.ino === a && birthMicros(st.birthtimeMs) === e.birth) {
+            this.index.set(a, e.birth, e.parent, batch[k]);
+            found = true;
+            break;
+          }
+        }
+      }
+      if (!found) return false;
+    }
+    return true;
   }
 
   /**

@@ -128,10 +128,12 @@ describe('MOUNT program through the RPC dispatcher', () => {
     handleCalls = [];
     program = new MountProgram({
       exports: table,
-      rootHandle: async (e) => {
-        handleCalls.push(e.path);
+      rootHandle: async (e, below) => {
+        handleCalls.push(below.length === 0 ? e.path : `${e.path}:${below.join('/')}`);
         await new Promise((r) => setTimeout(r, 1));
-        return fakeHandle(e);
+        // The fake export tree has one subdirectory, 'sub'.
+        if (below.length === 0) return fakeHandle(e);
+        return below.join('/') === 'sub' ? Buffer.concat([fakeHandle(e).subarray(0, 16), Buffer.from('sub-handle-0000!')]) : null;
       },
     });
     dispatcher = new RpcDispatcher();
@@ -176,13 +178,28 @@ describe('MOUNT program through the RPC dispatcher', () => {
     expect(r.u32()).toBe(MountStat.OK);
   });
 
-  it('MNT v3: NOENT for a path that is not exported', async () => {
+  it('MNT v3: NOENT for a path that is not exported, nor below an export, nor a missing subdirectory', async () => {
     const sink = new CaptureSink('127.0.0.1', 40000);
-    for (const p of [root, pub + '/sub', 'pub', '']) {
+    for (const p of [root, pub + '/missing', pub + '/sub/../../x', 'pub', '']) {
       const r = await rpc(dispatcher, sink, 3, MountProc.MNT, str(p));
-      expect(r.u32()).toBe(MountStat.NOENT);
+      expect(r.u32(), p).toBe(MountStat.NOENT);
       expect(r.remaining()).toBe(0);
     }
+  });
+
+  it('MNT v3: an existing subdirectory of an export mounts with its own handle, as mountd allows', async () => {
+    const sink = new CaptureSink('127.0.0.1', 40000);
+    const r = await rpc(dispatcher, sink, 3, MountProc.MNT, str(pub + '/sub/'));
+    expect(r.u32()).toBe(MountStat.OK);
+    expect(r.opaque(64).subarray(-16).toString()).toBe('sub-handle-0000!');
+    expect(handleCalls).toContain(`${pub}:sub`);
+    const dump = await rpc(dispatcher, sink, 3, MountProc.DUMP, null);
+    const dirs: string[] = [];
+    while (dump.u32() === 1) {
+      dump.opaque(1024);
+      dirs.push(dump.opaque(1024).toString());
+    }
+    expect(dirs).toContain(pub + '/sub');
   });
 
   it('MNT v3: a secure export refuses an unprivileged source port, accepts a privileged one', async () => {
