@@ -1,0 +1,120 @@
+/**
+ * Runs the compiled clusternfs CLI with its default ports (111, 2049, 20048) inside a network
+ * namespace of its own, so that real clients which insist on port 111 (rpcinfo, showmount,
+ * nfs-ls) can be pointed at it without touching the machine's own ports. Traffic stays on the
+ * namespace's loopback. The namespace is deleted by stop(), also after a failed start.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import readline from 'node:readline';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function createNetns(prefix: string): string {
+  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+  run('ip', ['netns', 'add', name]);
+  run('ip', ['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up']);
+  return name;
+}
+
+export function deleteNetns(name: string): void {
+  spawnSync('ip', ['netns', 'del', name]);
+}
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+/** Runs a command inside the namespace, bounded in time, capturing its output as text. */
+export function nsExec(ns: string, cmd: string, args: string[], timeoutMs = 30_000): RunResult {
+  const r = spawnSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** Same, keeping stdout as bytes (file contents). */
+export function nsExecBytes(ns: string, cmd: string, args: string[], timeoutMs = 30_000): { code: number | null; stdout: Buffer; stderr: string } {
+  const r = spawnSync('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
+}
+
+export class NetnsServer {
+  readonly ns: string;
+  private readonly child: ChildProcess;
+  readonly log: string[] = [];
+
+  private constructor(ns: string, child: ChildProcess) {
+    this.ns = ns;
+    this.child = child;
+  }
+
+  /** Starts `clusternfs serve ARGS` in a fresh namespace and waits for its ready line. */
+  static async start(args: string[], prefix = 'cnfs'): Promise<NetnsServer> {
+    const ns = createNetns(prefix);
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const server = new NetnsServer(ns, child);
+    try {
+      await server.waitReady();
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  private waitReady(timeoutMs = 15_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`server not ready in ${timeoutMs} ms:\n${this.log.join('\n')}`)), timeoutMs);
+      const lines = readline.createInterface({ input: this.child.stdout! });
+      const errLines = readline.createInterface({ input: this.child.stderr! });
+      errLines.on('line', (l) => this.log.push(l));
+      lines.on('line', (l) => {
+        this.log.push(l);
+        if (l.includes('"ready":true')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      this.child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited with ${code} before ready:\n${this.log.join('\n')}`));
+      });
+    });
+  }
+
+  exec(cmd: string, args: string[], timeoutMs?: number): RunResult {
+    return nsExec(this.ns, cmd, args, timeoutMs);
+  }
+
+  execBytes(cmd: string, args: string[], timeoutMs?: number) {
+    return nsExecBytes(this.ns, cmd, args, timeoutMs);
+  }
+
+  /** SIGTERM, wait (bounded) for a clean exit, then remove the namespace. Returns the exit code. */
+  async stop(): Promise<number | null> {
+    let code: number | null = this.child.exitCode;
+    if (code === null && this.child.signalCode === null) {
+      code = await new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => {
+          this.child.kill('SIGKILL');
+          resolve(null);
+        }, 8000);
+        this.child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+        this.child.kill('SIGTERM');
+      });
+    }
+    deleteNetns(this.ns);
+    return code;
+  }
+}
