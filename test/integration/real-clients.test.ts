@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NetnsServer } from '../helpers/netns-server.js';
+import { ServerProcess } from '../helpers/server-process.js';
 
 let work: string;
 let tree: string;
-let server: NetnsServer;
+let server: ServerProcess;
 
 interface LocalEntry {
   rel: string;
@@ -54,7 +54,7 @@ beforeAll(async () => {
   tree = path.join(work, 'etc-copy');
   const cp = spawnSync('cp', ['-a', '/etc', tree]);
   expect(cp.status).toBe(0);
-  server = await NetnsServer.start([tree, '--state-dir', path.join(work, 'state')], 'cnfs-real');
+  server = await ServerProcess.start([tree, '--state-dir', path.join(work, 'state')], 'cnfs-real');
 });
 
 afterAll(async () => {

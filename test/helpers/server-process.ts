@@ -46,21 +46,35 @@ export function nsExecBytes(ns: string, cmd: string, args: string[], timeoutMs =
   return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
 }
 
-export class NetnsServer {
-  readonly ns: string;
+/**
+ * The CLI as a child process: in a namespace of its own (`netnsPrefix` given) or on the host's
+ * loopback with the ports the caller chooses.
+ */
+export class ServerProcess {
+  readonly ns: string | null;
   private readonly child: ChildProcess;
   readonly log: string[] = [];
 
-  private constructor(ns: string, child: ChildProcess) {
+  private constructor(ns: string | null, child: ChildProcess) {
     this.ns = ns;
     this.child = child;
   }
 
   /** Starts `clusternfs serve ARGS` in a fresh namespace and waits for its ready line. */
-  static async start(args: string[], prefix = 'cnfs'): Promise<NetnsServer> {
+  static async start(args: string[], prefix = 'cnfs'): Promise<ServerProcess> {
     const ns = createNetns(prefix);
     const child = spawn('ip', ['netns', 'exec', ns, process.execPath, CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const server = new NetnsServer(ns, child);
+    return ServerProcess.ready(ns, child);
+  }
+
+  /** Starts `clusternfs serve ARGS` on the host (the caller passes loopback --bind and ports). */
+  static async startOnHost(args: string[]): Promise<ServerProcess> {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    return ServerProcess.ready(null, child);
+  }
+
+  private static async ready(ns: string | null, child: ChildProcess): Promise<ServerProcess> {
+    const server = new ServerProcess(ns, child);
     try {
       await server.waitReady();
     } catch (err) {
@@ -91,11 +105,26 @@ export class NetnsServer {
   }
 
   exec(cmd: string, args: string[], timeoutMs?: number): RunResult {
-    return nsExec(this.ns, cmd, args, timeoutMs);
+    return nsExec(this.namespace(), cmd, args, timeoutMs);
   }
 
   execBytes(cmd: string, args: string[], timeoutMs?: number) {
-    return nsExecBytes(this.ns, cmd, args, timeoutMs);
+    return nsExecBytes(this.namespace(), cmd, args, timeoutMs);
+  }
+
+  private namespace(): string {
+    if (this.ns === null) throw new Error('server runs on the host, not in a namespace');
+    return this.ns;
+  }
+
+  /** kill -9: no shutdown path runs, as in a crash or power loss of the process. */
+  async kill9(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      this.child.once('exit', () => resolve());
+      this.child.kill('SIGKILL');
+    });
+    if (this.ns !== null) deleteNetns(this.ns);
   }
 
   /** SIGTERM, wait (bounded) for a clean exit, then remove the namespace. Returns the exit code. */
@@ -114,7 +143,7 @@ export class NetnsServer {
         this.child.kill('SIGTERM');
       });
     }
-    deleteNetns(this.ns);
+    if (this.ns !== null) deleteNetns(this.ns);
     return code;
   }
 }
