@@ -77,6 +77,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     mountPort: opts.mountPort,
     portmapPort: opts.portmap ? opts.portmapPort : null,
     stateDir: opts.stateDir,
+    metricsPort: opts.metricsPort ?? null,
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');

@@ -15,6 +15,7 @@ import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registra
 import { TcpTransport } from '../rpc/tcp.js';
 import { UdpTransport } from '../rpc/udp.js';
 import { ExportStore } from '../store/export-store.js';
+import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
 
 const log = componentLogger('server');
 
@@ -28,12 +29,15 @@ export interface ServerConfig {
   portmapPort: number | null;
   /** Where handle indexes live; null keeps them in memory (handles then do not survive a restart). */
   stateDir: string | null;
+  /** HTTP port for Prometheus /metrics; null serves none. */
+  metricsPort?: number | null;
 }
 
 export interface ListeningPorts {
   nfs: number;
   mount: number;
   portmap: number | null;
+  metrics: number | null;
 }
 
 /** Turns "address in use" and friends into a sentence for the admin. */
@@ -59,20 +63,21 @@ export class ClusterNfsServer {
   readonly exportTable: ExportTable;
   private readonly transports: (TcpTransport | UdpTransport)[];
   private readonly stores: ExportStore[];
-  private readonly portmapper: PortmapperService | null;
+  /** Portmapper (unregisters from a system rpcbind) and metrics endpoint. */
+  private readonly closers: (() => Promise<void>)[];
 
   private constructor(
     ports: ListeningPorts,
     table: ExportTable,
     transports: (TcpTransport | UdpTransport)[],
     stores: ExportStore[],
-    portmapper: PortmapperService | null,
+    closers: (() => Promise<void>)[],
   ) {
     this.ports = ports;
     this.exportTable = table;
     this.transports = transports;
     this.stores = stores;
-    this.portmapper = portmapper;
+    this.closers = closers;
   }
 
   static async start(cfg: ServerConfig): Promise<ClusterNfsServer> {
@@ -92,12 +97,20 @@ export class ClusterNfsServer {
       return quick !== undefined ? quick : table.clientOptions(entry, address);
     };
 
+    const metrics = new ServerMetrics();
     const nfsDispatch = new RpcDispatcher();
-    nfsDispatch.register(new NfsProgram(served, authorize).program());
+    const nfsProgram = new NfsProgram(served, authorize).program();
+    nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
-    mountDispatch.register(new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) }));
+    const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
+    mountDispatch.register(mountProgram);
+    for (const [d, p] of [[nfsDispatch, nfsProgram], [mountDispatch, mountProgram]] as const) {
+      metrics.watch(p);
+      d.observer = metrics;
+    }
 
     const transports: (TcpTransport | UdpTransport)[] = [];
+    const closers: (() => Promise<void>)[] = [];
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
       transports.push(t);
       return t;
@@ -116,19 +129,26 @@ export class ClusterNfsServer {
           throw new StartupError((err as Error).message);
         }
       }
-      const ports = { nfs, mount, portmap: portmapper?.port ?? null };
+      let metricsPort: number | null = null;
+      if (cfg.metricsPort !== undefined && cfg.metricsPort !== null) {
+        const http = await serveMetrics(metrics, cfg.bind, cfg.metricsPort).catch((err: NodeJS.ErrnoException) => {
+          throw new StartupError(`cannot serve metrics on ${cfg.bind}:${cfg.metricsPort}: ${err.code ?? err.message}`);
+        });
+        metricsPort = http.port;
+        closers.push(http.close);
+      }
+      const ports = { nfs, mount, portmap: portmapper?.port ?? null, metrics: metricsPort };
       log.info({ ...ports, portmapper: portmapper?.mode ?? 'none', exports: cfg.exports.map((e) => e.path) }, 'clusternfs serving');
-      return new ClusterNfsServer(ports, table, transports, [...stores.values()], portmapper);
+      if (portmapper !== null) closers.push(() => portmapper!.close());
+      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers);
     } catch (err) {
-      await Promise.all(transports.map((t) => t.close()));
+      await Promise.all([...transports.map((t) => t.close()), ...closers.map((c) => c())]);
       throw err;
     }
   }
 
   async stop(): Promise<void> {
-    if (this.portmapper !== null) {
-      await this.portmapper.close().catch((err) => log.warn({ err }, 'portmapper shutdown failed'));
-    }
+    for (const close of this.closers) await close().catch((err) => log.warn({ err }, 'shutdown step failed'));
     await Promise.all(this.transports.map((t) => t.close()));
     await Promise.all(this.stores.map((s) => s.close()));
     log.info('clusternfs stopped');
