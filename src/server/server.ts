@@ -43,7 +43,7 @@ export interface ListeningPorts {
 /** Turns "address in use" and friends into a sentence for the admin. */
 export class StartupError extends Error {}
 
-async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, host: string, service: string): Promise<number> {
+async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, host: string, service: string, flag: string): Promise<number> {
   try {
     const bound = await tcp.listen(port, host);
     await udp.listen(bound, host);
@@ -51,7 +51,7 @@ async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, ho
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const where = `${host}:${port}`;
-    if (code === 'EADDRINUSE') throw new StartupError(`${service} port ${where} is already in use (another NFS server?); choose another with its --*-port flag`);
+    if (code === 'EADDRINUSE') throw new StartupError(`${service} port ${where} is already in use (another NFS server?); choose another with ${flag}`);
     if (code === 'EACCES') throw new StartupError(`not allowed to bind ${service} port ${where}: ports below 1024 need root (or CAP_NET_BIND_SERVICE)`);
     if (code === 'EADDRNOTAVAIL') throw new StartupError(`cannot bind ${where}: no such local address (check --bind)`);
     throw err;
@@ -116,8 +116,8 @@ export class ClusterNfsServer {
       return t;
     };
     try {
-      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS');
-      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT');
+      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
+      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
       let portmapper: PortmapperService | null = null;
       if (cfg.portmapPort !== null) {
         const registry = new PortmapRegistry();

@@ -193,7 +193,7 @@ describe('MOUNT program through the RPC dispatcher', () => {
     expect(r.u32()).toBe(MountStat.OK);
     expect(r.opaque(64).subarray(-16).toString()).toBe('sub-handle-0000!');
     expect(handleCalls).toContain(`${pub}:sub`);
-    const dump = await rpc(dispatcher, sink, 3, MountProc.DUMP, null);
+    const dump = await rpc(dispatcher, sink, 3, MountProc.DUMP);
     const dirs: string[] = [];
     while (dump.u32() === 1) {
       dump.opaque(1024);
