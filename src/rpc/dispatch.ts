@@ -29,6 +29,8 @@ export interface ReplySink {
   readonly tcp: boolean;
   readonly address: string;
   readonly port: number;
+  /** The local address the client reached, when the transport knows it (TCP). */
+  readonly localAddress?: string;
   /** Calls of this sink that have been dispatched and not yet answered or dropped. */
   inFlight: number;
   send(head: Buffer, payload: Buffer | null, pad: Buffer | null): void;

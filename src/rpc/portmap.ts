@@ -214,7 +214,7 @@ function localIpv4Nets(): Ipv4Net[] {
  * Never 0.0.0.0: libtirpc would connect to that literally.
  */
 export function answerHost(sink: ReplySink, bindAddress: string | undefined, hint: string | null): string {
-  const local = (sink as ReplySink & { localAddress?: string }).localAddress;
+  const local = sink.localAddress;
   if (local !== undefined) {
     const l = local.startsWith('::ffff:') ? local.slice(7) : local;
     if (!isWildcard(l) && ipv4ToInt(l) !== null) return l;

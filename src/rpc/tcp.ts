@@ -48,6 +48,8 @@ class TcpConnection implements ReplySink, RecordSink {
   readonly tcp = true;
   readonly address: string;
   readonly port: number;
+  /** The local address this client reached; the portmapper answers GETADDR with it. */
+  readonly localAddress: string;
   inFlight = 0;
   private readonly socket: net.Socket;
   private readonly decoder: RecordDecoder;
@@ -63,6 +65,7 @@ class TcpConnection implements ReplySink, RecordSink {
     this.limits = limits;
     this.address = normalizeAddress(socket.remoteAddress);
     this.port = socket.remotePort ?? 0;
+    this.localAddress = normalizeAddress(socket.localAddress);
     this.decoder = new RecordDecoder(this, limits);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
