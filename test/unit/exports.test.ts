@@ -221,7 +221,8 @@ describe('parseExports: errors name the file and line', () => {
   ];
   for (const [name, text, line, re] of cases) {
     it(name, () => {
-      const t = text.replaceAll('PLAIN', file).replaceAll('A', a).replaceAll('B', b);
+      // One pass over whole tokens: the substituted temp paths may themselves contain 'A' or 'B'.
+      const t = text.replace(/\b(PLAIN|A|B)\b/g, (tok) => (tok === 'PLAIN' ? file : tok === 'A' ? a : b));
       const err = configError(() => parseExports(t, 'f'));
       expect(err.file).toBe('f');
       expect(err.line).toBe(line);
