@@ -12,10 +12,11 @@
  * 32 bytes keeps the handle usable as an NFSv2-size handle for MOUNT v1.
  */
 
+import { readU64At, writeU64At } from '../rpc/xdr.js';
+
 export const FH_SIZE = 32;
 const MAGIC = 0xcf;
 const VERSION = 1;
-const TWO_32 = 4294967296;
 
 export interface HandleFields {
   fsid: number;
@@ -52,23 +53,13 @@ function check(buf: Buffer, seed: number): number {
 const SEED_A = 0x636e6673; // "cnfs"
 const SEED_B = 0x9e3779b9;
 
-function writeU64(buf: Buffer, off: number, v: number): void {
-  const hi = Math.floor(v / TWO_32);
-  buf.writeUInt32BE(hi >>> 0, off);
-  buf.writeUInt32BE((v - hi * TWO_32) >>> 0, off + 4);
-}
-
-function readU64(buf: Buffer, off: number): number {
-  return buf.readUInt32BE(off) * TWO_32 + buf.readUInt32BE(off + 4);
-}
-
 export function encodeHandle(f: HandleFields): Buffer {
   const buf = Buffer.alloc(FH_SIZE);
   buf[0] = MAGIC;
   buf[1] = VERSION;
   buf.writeUInt32BE(f.fsid >>> 0, 2);
-  writeU64(buf, 6, f.ino);
-  writeU64(buf, 14, f.birth);
+  writeU64At(buf, 6, f.ino);
+  writeU64At(buf, 14, f.birth);
   buf.writeUInt32BE(check(buf, SEED_A), 24);
   buf.writeUInt32BE(check(buf, SEED_B), 28);
   return buf;
@@ -78,7 +69,7 @@ export function encodeHandle(f: HandleFields): Buffer {
 export function decodeHandle(buf: Buffer): HandleFields | null {
   if (buf.length !== FH_SIZE || buf[0] !== MAGIC || buf[1] !== VERSION || buf[22] !== 0 || buf[23] !== 0) return null;
   if (buf.readUInt32BE(24) !== check(buf, SEED_A) || buf.readUInt32BE(28) !== check(buf, SEED_B)) return null;
-  return { fsid: buf.readUInt32BE(2), ino: readU64(buf, 6), birth: readU64(buf, 14) };
+  return { fsid: buf.readUInt32BE(2), ino: readU64At(buf, 6), birth: readU64At(buf, 14) };
 }
 
 /** Birth time in whole microseconds from a Stats object (Node reports it as float ms). */

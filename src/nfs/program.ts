@@ -9,6 +9,7 @@
 import type fs from 'node:fs';
 import { componentLogger } from '../log/logger.js';
 import type { Program, ProcedureSpec, RpcCall } from '../rpc/dispatch.js';
+import type { XdrWriter } from '../rpc/xdr.js';
 import type { ExportStore, FsNode } from '../store/export-store.js';
 import { firstAfter } from '../store/cookies.js';
 import { accessMask, effectiveIdentity, mayRead, maySearch, type Identity, type SquashOptions } from './access.js';
@@ -153,6 +154,14 @@ export class NfsProgram {
     call.send();
   }
 
+  /** Begins an NFS3_OK reply whose resok arm starts with the object's post_op_attr. */
+  private okWithAttrs(call: RpcCall, t: Target, expected: number): XdrWriter {
+    const w = call.beginReply(expected);
+    w.u32(NfsStat.OK);
+    writePostOpAttr(w, t.node.stats, t.exp.fsid);
+    return w;
+  }
+
   private readName(call: RpcCall): string {
     return call.args.bytesString(NFS3_MAXPATHLEN);
   }
@@ -212,9 +221,7 @@ export class NfsProgram {
     try {
       const t = await this.target(call, fh);
       const writable = this.writeEnabled && !t.policy.ro;
-      const w = call.beginReply(128);
-      w.u32(NfsStat.OK);
-      writePostOpAttr(w, t.node.stats, t.exp.fsid);
+      const w = this.okWithAttrs(call, t, 128);
       w.u32(accessMask(t.node.stats, t.id, asked, writable));
       call.send();
     } catch (err) {
@@ -348,9 +355,7 @@ export class NfsProgram {
     try {
       const t = await this.target(call, fh);
       const s = await t.exp.store.statfs();
-      const w = call.beginReply(128);
-      w.u32(NfsStat.OK);
-      writePostOpAttr(w, t.node.stats, t.exp.fsid);
+      const w = this.okWithAttrs(call, t, 128);
       w.u64(s.blocks * s.bsize);
       w.u64(s.bfree * s.bsize);
       w.u64(s.bavail * s.bsize);
@@ -369,9 +374,7 @@ export class NfsProgram {
     try {
       const t = await this.target(call, fh);
       const max = call.sink.tcp ? this.limits.tcpTransferMax : this.limits.udpTransferMax;
-      const w = call.beginReply(128);
-      w.u32(NfsStat.OK);
-      writePostOpAttr(w, t.node.stats, t.exp.fsid);
+      const w = this.okWithAttrs(call, t, 128);
       w.u32(max); // rtmax
       w.u32(max); // rtpref
       w.u32(4096); // rtmult
@@ -393,9 +396,7 @@ export class NfsProgram {
     const fh = this.readFh(call);
     try {
       const t = await this.target(call, fh);
-      const w = call.beginReply(96);
-      w.u32(NfsStat.OK);
-      writePostOpAttr(w, t.node.stats, t.exp.fsid);
+      const w = this.okWithAttrs(call, t, 96);
       w.u32(65000); // linkmax (ext4)
       w.u32(NFS3_MAXNAMLEN);
       w.bool(true); // no_trunc: long names are refused, not truncated

@@ -114,6 +114,17 @@ export class XdrReader {
   }
 }
 
+/** Writes a non-negative integer up to 2^53 as 8 big-endian bytes at `off` (fixed layouts, not XDR streams). */
+export function writeU64At(buf: Buffer, off: number, v: number): void {
+  const hi = Math.floor(v / TWO_32);
+  buf.writeUInt32BE(hi >>> 0, off);
+  buf.writeUInt32BE((v - hi * TWO_32) >>> 0, off + 4);
+}
+
+export function readU64At(buf: Buffer, off: number): number {
+  return buf.readUInt32BE(off) * TWO_32 + buf.readUInt32BE(off + 4);
+}
+
 export const DEFAULT_SLAB_SIZE = 256 * 1024;
 
 export class XdrWriter {

@@ -13,9 +13,9 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { componentLogger } from '../log/logger.js';
+import { readU64At, writeU64At } from '../rpc/xdr.js';
 
 const log = componentLogger('handle-index');
-const TWO_32 = 4294967296;
 const REC_SET = 1;
 const REC_DEL = 2;
 const HEADER = 1 + 8 + 8 + 8 + 2;
@@ -26,16 +26,6 @@ export interface IndexEntry {
   birth: number;
   parent: number;
   name: string;
-}
-
-function putU64(buf: Buffer, off: number, v: number): void {
-  const hi = Math.floor(v / TWO_32);
-  buf.writeUInt32BE(hi >>> 0, off);
-  buf.writeUInt32BE((v - hi * TWO_32) >>> 0, off + 4);
-}
-
-function getU64(buf: Buffer, off: number): number {
-  return buf.readUInt32BE(off) * TWO_32 + buf.readUInt32BE(off + 4);
 }
 
 export class HandleIndex {
@@ -79,11 +69,11 @@ export class HandleIndex {
       const type = data[off];
       const nameLen = data.readUInt16BE(off + 25);
       if ((type !== REC_SET && type !== REC_DEL) || off + HEADER + nameLen > data.length) break;
-      const ino = getU64(data, off + 1);
+      const ino = readU64At(data, off + 1);
       if (type === REC_SET) {
         this.entries.set(ino, {
-          birth: getU64(data, off + 9),
-          parent: getU64(data, off + 17),
+          birth: readU64At(data, off + 9),
+          parent: readU64At(data, off + 17),
           name: data.toString('latin1', off + HEADER, off + HEADER + nameLen),
         });
       } else {
@@ -109,10 +99,10 @@ export class HandleIndex {
     const nameLen = e ? Buffer.byteLength(e.name, 'latin1') : 0;
     const buf = Buffer.alloc(HEADER + nameLen);
     buf[0] = type;
-    putU64(buf, 1, ino);
+    writeU64At(buf, 1, ino);
     if (e) {
-      putU64(buf, 9, e.birth);
-      putU64(buf, 17, e.parent);
+      writeU64At(buf, 9, e.birth);
+      writeU64At(buf, 17, e.parent);
       buf.writeUInt16BE(nameLen, 25);
       buf.write(e.name, HEADER, 'latin1');
     }
