@@ -70,3 +70,30 @@ export function accessMask(st: fs.Stats, id: Identity, asked: number, writable: 
   }
   return granted & asked;
 }
+
+export function mayWrite(st: fs.Stats, id: Identity): boolean {
+  return (permissionBits(st, id) & W) !== 0;
+}
+
+/**
+ * WRITE and truncation by the file's owner are allowed even without a write bit, as knfsd allows
+ * them: a client that created a file 0444 (tar, cp -p) still writes its data through the handle
+ * it got, which the local kernel would allow through the descriptor it opened.
+ */
+export function mayWriteData(st: fs.Stats, id: Identity): boolean {
+  return mayWrite(st, id) || (id.uid !== 0 && st.uid === id.uid);
+}
+
+/** Adding, removing or renaming entries needs write and search permission on the directory. */
+export function mayChangeEntries(dir: fs.Stats, id: Identity): boolean {
+  return (permissionBits(dir, id) & (W | X)) === (W | X);
+}
+
+/** In a sticky directory (/tmp) only the entry's owner, the directory's owner or root may remove or replace it. */
+export function stickyForbids(dir: fs.Stats, entry: fs.Stats, id: Identity): boolean {
+  return (dir.mode & 0o1000) !== 0 && id.uid !== 0 && id.uid !== entry.uid && id.uid !== dir.uid;
+}
+
+export function inGroup(id: Identity, gid: number): boolean {
+  return id.gid === gid || id.gids.includes(gid);
+}

@@ -9,14 +9,15 @@
 import type fs from 'node:fs';
 import { componentLogger } from '../log/logger.js';
 import type { Program, ProcedureSpec, RpcCall } from '../rpc/dispatch.js';
-import type { XdrWriter } from '../rpc/xdr.js';
-import type { ExportStore, FsNode } from '../store/export-store.js';
+import { XdrError, type XdrReader, type XdrWriter } from '../rpc/xdr.js';
+import type { ExportStore, FsNode, SetAttrs } from '../store/export-store.js';
 import { firstAfter } from '../store/cookies.js';
-import { accessMask, effectiveIdentity, mayRead, maySearch, type Identity, type SquashOptions } from './access.js';
-import { FsfProps, NFS_PROC_NAMES, NFS_PROGRAM, NFS_V3, NFS3_FHSIZE, NFS3_MAXNAMLEN, NFS3_MAXPATHLEN, NfsProc, NfsStat } from './constants.js';
+import { accessMask, effectiveIdentity, inGroup, mayChangeEntries, mayRead, maySearch, mayWrite, mayWriteData, stickyForbids, type Identity, type SquashOptions } from './access.js';
+import { CreateMode, FsfProps, FType, NFS_PROC_NAMES, NFS_PROGRAM, NFS_V3, NFS3_FHSIZE, NFS3_MAXNAMLEN, NFS3_MAXPATHLEN, NfsProc, NfsStat, StableHow } from './constants.js';
 import { isClientError, NfsError, toNfsStat } from './errors.js';
-import { writeFattr, writePostOpAttr } from './fattr.js';
+import { encodeTime, writeFattr, writePostOpAttr, writeWcc } from './fattr.js';
 import { decodeHandle, FH_SIZE } from './filehandle.js';
+import { randomBytes } from 'node:crypto';
 
 const log = componentLogger('nfs');
 
@@ -75,8 +76,11 @@ export class NfsProgram {
   private readonly exports = new Map<number, NfsExport>();
   private readonly authorize: Authorizer;
   private readonly limits: NfsLimits;
-  /** False until the write path exists: every mutating procedure answers NFS3ERR_ROFS. */
-  private readonly writeEnabled = false;
+  /**
+   * The write verifier: new at every start, so clients resend UNSTABLE data that a restart may
+   * have lost before it was committed.
+   */
+  private readonly writeVerifier = randomBytes(8);
 
   constructor(exports: NfsExport[], authorize: Authorizer, limits: NfsLimits = DEFAULT_NFS_LIMITS) {
     for (const e of exports) this.exports.set(e.fsid, e);
@@ -92,33 +96,32 @@ export class NfsProgram {
       nonIdempotent,
       needsCred: name !== 'NULL',
     });
-    const rofs = (call: RpcCall) => this.readOnly(call);
     const procs: ProcedureSpec[] = [];
     procs[NfsProc.NULL] = p('NULL', (call) => {
       call.beginReply(0);
       call.send();
     });
     procs[NfsProc.GETATTR] = p('GETATTR', (call) => this.getattr(call));
-    procs[NfsProc.SETATTR] = p('SETATTR', rofs, true, false);
+    procs[NfsProc.SETATTR] = p('SETATTR', (call) => this.setattr(call), true, false);
     procs[NfsProc.LOOKUP] = p('LOOKUP', (call) => this.lookup(call));
     procs[NfsProc.ACCESS] = p('ACCESS', (call) => this.access(call));
     procs[NfsProc.READLINK] = p('READLINK', (call) => this.readlink(call));
     procs[NfsProc.READ] = p('READ', (call) => this.read(call));
-    procs[NfsProc.WRITE] = p('WRITE', rofs, true, false);
-    procs[NfsProc.CREATE] = p('CREATE', rofs, true, true);
-    procs[NfsProc.MKDIR] = p('MKDIR', rofs, true, true);
-    procs[NfsProc.SYMLINK] = p('SYMLINK', rofs, true, true);
-    procs[NfsProc.MKNOD] = p('MKNOD', rofs, true, true);
-    procs[NfsProc.REMOVE] = p('REMOVE', rofs, true, true);
-    procs[NfsProc.RMDIR] = p('RMDIR', rofs, true, true);
-    procs[NfsProc.RENAME] = p('RENAME', rofs, true, true);
-    procs[NfsProc.LINK] = p('LINK', rofs, true, true);
+    procs[NfsProc.WRITE] = p('WRITE', (call) => this.write(call), true, false);
+    procs[NfsProc.CREATE] = p('CREATE', (call) => this.create(call), true, true);
+    procs[NfsProc.MKDIR] = p('MKDIR', (call) => this.mkdir(call), true, true);
+    procs[NfsProc.SYMLINK] = p('SYMLINK', (call) => this.symlink(call), true, true);
+    procs[NfsProc.MKNOD] = p('MKNOD', (call) => this.mknod(call), true, true);
+    procs[NfsProc.REMOVE] = p('REMOVE', (call) => this.remove(call, false), true, true);
+    procs[NfsProc.RMDIR] = p('RMDIR', (call) => this.remove(call, true), true, true);
+    procs[NfsProc.RENAME] = p('RENAME', (call) => this.rename(call), true, true);
+    procs[NfsProc.LINK] = p('LINK', (call) => this.link(call), true, true);
     procs[NfsProc.READDIR] = p('READDIR', (call) => this.readdir(call, false));
     procs[NfsProc.READDIRPLUS] = p('READDIRPLUS', (call) => this.readdir(call, true));
     procs[NfsProc.FSSTAT] = p('FSSTAT', (call) => this.fsstat(call));
     procs[NfsProc.FSINFO] = p('FSINFO', (call) => this.fsinfo(call));
     procs[NfsProc.PATHCONF] = p('PATHCONF', (call) => this.pathconf(call));
-    procs[NfsProc.COMMIT] = p('COMMIT', rofs, true, false);
+    procs[NfsProc.COMMIT] = p('COMMIT', (call) => this.commit(call), true, false);
     return { program: NFS_PROGRAM, name: 'nfs', versions: [{ version: NFS_V3, procedures: procs }] };
   }
 
@@ -148,6 +151,8 @@ export class NfsProgram {
     const words = FAIL_WORDS[call.proc];
     if (attrs !== null && words === 1) {
       writePostOpAttr(w, attrs, fsid);
+    } else if (attrs !== null && words === 2) {
+      writeWcc(w, null, attrs, fsid);
     } else {
       for (let i = 0; i < words; i++) w.u32(0);
     }
@@ -170,10 +175,30 @@ export class NfsProgram {
     return call.args.opaque(NFS3_FHSIZE);
   }
 
-  private readOnly(call: RpcCall): void {
-    // Decoding the first handle keeps garbage answered as GARBAGE_ARGS, like every other procedure.
-    this.readFh(call);
-    this.fail(call, new NfsError(NfsStat.ROFS, 'write path not enabled'));
+  /** A target that may be changed: the export is writable for this client. */
+  private async writableTarget(call: RpcCall, fh: Buffer): Promise<Target> {
+    const t = await this.target(call, fh);
+    if (t.policy.ro) throw new NfsError(NfsStat.ROFS, 'export is read-only for this client');
+    return t;
+  }
+
+  /** A directory whose entries this caller may change. */
+  private async writableDir(call: RpcCall, fh: Buffer): Promise<Target> {
+    const t = await this.writableTarget(call, fh);
+    if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
+    if (!mayChangeEntries(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no write permission on directory');
+    return t;
+  }
+
+  /** Reply of CREATE, MKDIR, SYMLINK, MKNOD: the new handle and attributes, the directory's wcc. */
+  private replyCreated(call: RpcCall, d: Target, node: FsNode, dirAfter: fs.Stats): void {
+    const w = call.beginReply(300);
+    w.u32(NfsStat.OK);
+    w.u32(1);
+    w.opaque(d.exp.store.handleOf(node));
+    writePostOpAttr(w, node.stats, d.exp.fsid);
+    writeWcc(w, d.node.stats, dirAfter, d.exp.fsid);
+    call.send();
   }
 
   // ---- procedures ---------------------------------------------------------------------------
@@ -220,7 +245,7 @@ export class NfsProgram {
     const asked = call.args.u32();
     try {
       const t = await this.target(call, fh);
-      const writable = this.writeEnabled && !t.policy.ro;
+      const writable = !t.policy.ro;
       const w = this.okWithAttrs(call, t, 128);
       w.u32(accessMask(t.node.stats, t.id, asked, writable));
       call.send();
@@ -392,6 +417,264 @@ export class NfsProgram {
     }
   }
 
+  // ---- procedures that change the file system ----------------------------------------------
+
+  private async setattr(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const a = readSattr(call.args);
+    const guard = call.args.bool() ? { sec: call.args.u32(), nsec: call.args.u32() } : null;
+    let before: fs.Stats | null = null;
+    try {
+      const t = await this.writableTarget(call, fh);
+      const st = t.node.stats;
+      before = st;
+      if (guard !== null) {
+        const now = encodeTime(st.ctimeMs);
+        if (now.sec !== guard.sec || now.nsec !== guard.nsec) throw new NfsError(NfsStat.NOT_SYNC, 'ctime guard mismatch');
+      }
+      checkSetattr(a, st, t.id);
+      const after = await t.exp.store.setattr(t.node, a);
+      const w = call.beginReply(200);
+      w.u32(NfsStat.OK);
+      writeWcc(w, before, after.stats, t.exp.fsid);
+      call.send();
+    } catch (err) {
+      this.fail(call, err, before);
+    }
+  }
+
+  private async write(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const offset = call.args.u64();
+    const count = call.args.u32();
+    const stable = call.args.u32();
+    const data = call.args.opaque(this.limits.tcpTransferMax);
+    let before: fs.Stats | null = null;
+    try {
+      if (stable > StableHow.FILE_SYNC) throw new XdrError(`stable_how ${stable}`);
+      const t = await this.writableTarget(call, fh);
+      const st = t.node.stats;
+      before = st;
+      if (st.isDirectory()) throw new NfsError(NfsStat.ISDIR);
+      if (!st.isFile()) throw new NfsError(NfsStat.INVAL, 'not a regular file');
+      if (!mayWriteData(st, t.id)) throw new NfsError(NfsStat.ACCES, 'no write permission');
+      const bytes = data.length < count ? data : data.subarray(0, count);
+      await t.exp.store.write(t.node, offset, bytes, stable as 0 | 1 | 2);
+      await clearSetidAfterWrite(t);
+      const after = await t.exp.store.restat(t.node);
+      const w = call.beginReply(200);
+      w.u32(NfsStat.OK);
+      writeWcc(w, before, after.stats, t.exp.fsid);
+      w.u32(bytes.length);
+      w.u32(stable);
+      w.fixedOpaque(this.writeVerifier);
+      call.send();
+    } catch (err) {
+      this.fail(call, err, before);
+    }
+  }
+
+  private async commit(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    call.args.u64();
+    call.args.u32();
+    let before: fs.Stats | null = null;
+    try {
+      const t = await this.writableTarget(call, fh);
+      before = t.node.stats;
+      if (!before.isFile()) throw new NfsError(before.isDirectory() ? NfsStat.ISDIR : NfsStat.INVAL);
+      await t.exp.store.commit(t.node);
+      const after = await t.exp.store.restat(t.node);
+      const w = call.beginReply(200);
+      w.u32(NfsStat.OK);
+      writeWcc(w, before, after.stats, t.exp.fsid);
+      w.fixedOpaque(this.writeVerifier);
+      call.send();
+    } catch (err) {
+      this.fail(call, err, before);
+    }
+  }
+
+  private async create(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const name = this.readName(call);
+    const how = call.args.u32();
+    if (how > CreateMode.EXCLUSIVE) throw new XdrError(`createmode ${how}`);
+    const attrs = how === CreateMode.EXCLUSIVE ? null : readSattr(call.args);
+    const verf = how === CreateMode.EXCLUSIVE ? Buffer.from(call.args.fixedOpaque(8)) : null;
+    let dirStats: fs.Stats | null = null;
+    try {
+      const d = await this.writableDir(call, fh);
+      dirStats = d.node.stats;
+      checkNewName(name);
+      const guard = how === CreateMode.UNCHECKED ? 'unchecked' : how === CreateMode.GUARDED ? 'guarded' : 'exclusive';
+      const created = await d.exp.store.create(d.node, name, attrs?.mode ?? 0o644, guard, verf, d.id);
+      let node = created.node;
+      if (created.existed && !mayWriteData(node.stats, d.id) && attrs?.size !== null && attrs?.size !== undefined) {
+        throw new NfsError(NfsStat.ACCES, 'no write permission to truncate');
+      }
+      // The mode was given at creation; what else the client set is applied now (owner, size, times).
+      const rest = attrs === null ? null : { ...attrs, mode: created.existed ? attrs.mode : null };
+      if (rest !== null && (rest.mode !== null || rest.uid !== null || rest.gid !== null || rest.size !== null || rest.atime !== null || rest.mtime !== null)) {
+        if (created.existed) checkSetattr(rest, node.stats, d.id);
+        node = await d.exp.store.setattr(node, rest);
+      }
+      const dirAfter = await d.exp.store.restat(d.node);
+      this.replyCreated(call, d, node, dirAfter.stats);
+    } catch (err) {
+      this.fail(call, err, dirStats);
+    }
+  }
+
+  private async mkdir(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const name = this.readName(call);
+    const attrs = readSattr(call.args);
+    let dirStats: fs.Stats | null = null;
+    try {
+      const d = await this.writableDir(call, fh);
+      dirStats = d.node.stats;
+      checkNewName(name);
+      const node = await d.exp.store.mkdir(d.node, name, attrs.mode ?? 0o755, d.id);
+      const dirAfter = await d.exp.store.restat(d.node);
+      this.replyCreated(call, d, node, dirAfter.stats);
+    } catch (err) {
+      this.fail(call, err, dirStats);
+    }
+  }
+
+  private async symlink(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const name = this.readName(call);
+    readSattr(call.args); // a symlink's mode is always 0777 on Linux
+    const target = Buffer.from(call.args.opaque(NFS3_MAXPATHLEN));
+    let dirStats: fs.Stats | null = null;
+    try {
+      const d = await this.writableDir(call, fh);
+      dirStats = d.node.stats;
+      checkNewName(name);
+      if (target.length === 0 || target.includes(0)) throw new NfsError(NfsStat.INVAL, 'empty symlink target or NUL in it');
+      const node = await d.exp.store.symlink(d.node, name, target, d.id);
+      const dirAfter = await d.exp.store.restat(d.node);
+      this.replyCreated(call, d, node, dirAfter.stats);
+    } catch (err) {
+      this.fail(call, err, dirStats);
+    }
+  }
+
+  private async mknod(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const name = this.readName(call);
+    const type = call.args.u32();
+    let attrs: SetAttrs | null = null;
+    let major = 0;
+    let minor = 0;
+    if (type === FType.CHR || type === FType.BLK) {
+      attrs = readSattr(call.args);
+      major = call.args.u32();
+      minor = call.args.u32();
+    } else if (type === FType.SOCK || type === FType.FIFO) {
+      attrs = readSattr(call.args);
+    }
+    let dirStats: fs.Stats | null = null;
+    try {
+      const d = await this.writableDir(call, fh);
+      dirStats = d.node.stats;
+      if (attrs === null) throw new NfsError(NfsStat.BADTYPE, `MKNOD of type ${type}`);
+      checkNewName(name);
+      // Device nodes need CAP_MKNOD locally: only root may make them.
+      if ((type === FType.CHR || type === FType.BLK) && d.id.uid !== 0) throw new NfsError(NfsStat.PERM, 'only root makes device nodes');
+      const kind = type === FType.CHR ? 'chr' : type === FType.BLK ? 'blk' : type === FType.FIFO ? 'fifo' : 'sock';
+      const node = await d.exp.store.mknod(d.node, name, kind, attrs.mode ?? 0o644, major, minor, d.id);
+      const dirAfter = await d.exp.store.restat(d.node);
+      this.replyCreated(call, d, node, dirAfter.stats);
+    } catch (err) {
+      this.fail(call, err, dirStats);
+    }
+  }
+
+  private async remove(call: RpcCall, directory: boolean): Promise<void> {
+    const fh = this.readFh(call);
+    const name = this.readName(call);
+    let dirStats: fs.Stats | null = null;
+    try {
+      const d = await this.writableDir(call, fh);
+      dirStats = d.node.stats;
+      if (directory && name === '.') throw new NfsError(NfsStat.INVAL, 'rmdir of .');
+      if (directory && name === '..') throw new NfsError(NfsStat.NOTEMPTY, 'rmdir of ..');
+      checkExistingName(name);
+      const child = await d.exp.store.peek(d.node, name);
+      if (child === null) throw new NfsError(NfsStat.NOENT);
+      if (directory && !child.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
+      if (!directory && child.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'REMOVE of a directory');
+      if (stickyForbids(d.node.stats, child.stats, d.id)) throw new NfsError(NfsStat.PERM, 'sticky directory');
+      if (directory) await d.exp.store.rmdir(d.node, child);
+      else await d.exp.store.remove(d.node, child);
+      const dirAfter = await d.exp.store.restat(d.node);
+      const w = call.beginReply(200);
+      w.u32(NfsStat.OK);
+      writeWcc(w, dirStats, dirAfter.stats, d.exp.fsid);
+      call.send();
+    } catch (err) {
+      this.fail(call, err, dirStats);
+    }
+  }
+
+  private async rename(call: RpcCall): Promise<void> {
+    const fromFh = this.readFh(call);
+    const fromName = this.readName(call);
+    const toFh = this.readFh(call);
+    const toName = this.readName(call);
+    try {
+      const from = await this.writableDir(call, fromFh);
+      const to = await this.writableDir(call, toFh);
+      if (from.exp !== to.exp) throw new NfsError(NfsStat.XDEV, 'rename across exports');
+      checkExistingName(fromName);
+      checkNewName(toName);
+      const source = await from.exp.store.peek(from.node, fromName);
+      if (source === null) throw new NfsError(NfsStat.NOENT);
+      if (stickyForbids(from.node.stats, source.stats, from.id)) throw new NfsError(NfsStat.PERM, 'sticky source directory');
+      const replaced = await to.exp.store.peek(to.node, toName);
+      if (replaced !== null && stickyForbids(to.node.stats, replaced.stats, to.id)) throw new NfsError(NfsStat.PERM, 'sticky target directory');
+      // Moving a directory to another parent rewrites its '..': that needs write permission on it.
+      if (source.stats.isDirectory() && from.node.ino !== to.node.ino && !mayWrite(source.stats, from.id)) {
+        throw new NfsError(NfsStat.ACCES, 'no write permission on the directory being moved');
+      }
+      await from.exp.store.rename(from.node, fromName, source, to.node, toName, replaced);
+      const fromAfter = await from.exp.store.restat(from.node);
+      const toAfter = from.node.ino === to.node.ino ? fromAfter : await to.exp.store.restat(to.node);
+      const w = call.beginReply(400);
+      w.u32(NfsStat.OK);
+      writeWcc(w, from.node.stats, fromAfter.stats, from.exp.fsid);
+      writeWcc(w, to.node.stats, toAfter.stats, to.exp.fsid);
+      call.send();
+    } catch (err) {
+      this.fail(call, err);
+    }
+  }
+
+  private async link(call: RpcCall): Promise<void> {
+    const fh = this.readFh(call);
+    const dirFh = this.readFh(call);
+    const name = this.readName(call);
+    try {
+      const t = await this.writableTarget(call, fh);
+      const d = await this.writableDir(call, dirFh);
+      if (t.exp !== d.exp) throw new NfsError(NfsStat.XDEV, 'link across exports');
+      if (t.node.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'hard link to a directory');
+      checkNewName(name);
+      const after = await d.exp.store.link(t.node, d.node, name);
+      const dirAfter = await d.exp.store.restat(d.node);
+      const w = call.beginReply(300);
+      w.u32(NfsStat.OK);
+      writePostOpAttr(w, after.stats, t.exp.fsid);
+      writeWcc(w, d.node.stats, dirAfter.stats, d.exp.fsid);
+      call.send();
+    } catch (err) {
+      this.fail(call, err);
+    }
+  }
+
   private async pathconf(call: RpcCall): Promise<void> {
     const fh = this.readFh(call);
     try {
@@ -415,4 +698,73 @@ function checkLookupName(name: string): void {
   if (name.length === 0) throw new NfsError(NfsStat.NOENT, 'empty name');
   if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
   if (name.includes('/') || name.includes('\0')) throw new NfsError(NfsStat.ACCES, 'name with / or NUL');
+}
+
+/** Names a create-type procedure may make: as for LOOKUP, and never '.' or '..'. */
+function checkNewName(name: string): void {
+  if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+    throw new NfsError(NfsStat.ACCES, 'name not allowed');
+  }
+}
+
+function checkExistingName(name: string): void {
+  if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+    throw new NfsError(name === '' ? NfsStat.NOENT : NfsStat.ACCES, 'name not allowed');
+  }
+}
+
+function readSetTime(r: XdrReader): number | 'server' | null {
+  const how = r.u32();
+  if (how === 0) return null;
+  if (how === 1) return 'server';
+  if (how === 2) return r.u32() + r.u32() / 1e9;
+  throw new XdrError(`time_how ${how}`);
+}
+
+/** sattr3 (RFC 1813 2.5.7). */
+function readSattr(r: XdrReader): SetAttrs {
+  const mode = r.bool() ? r.u32() & 0o7777 : null;
+  const uid = r.bool() ? r.u32() : null;
+  const gid = r.bool() ? r.u32() : null;
+  const size = r.bool() ? r.u64() : null;
+  const atime = readSetTime(r);
+  const mtime = readSetTime(r);
+  return { mode, uid, gid, size, atime, mtime };
+}
+
+/**
+ * Who may change what, as the Linux kernel decides for a local process: only root gives files
+ * away; the owner may change the group to one of its own groups, and the mode; truncation needs
+ * write permission (or ownership, see mayWriteData); explicit times need ownership, the server's
+ * clock also write permission. A non-root owner cannot set setgid for a group it is not in.
+ */
+function checkSetattr(a: SetAttrs, st: fs.Stats, id: Identity): void {
+  if (id.uid === 0) return;
+  const owner = st.uid === id.uid;
+  if (a.uid !== null && a.uid !== st.uid) throw new NfsError(NfsStat.PERM, 'only root may change the owner');
+  if (a.gid !== null && a.gid !== st.gid && !(owner && inGroup(id, a.gid))) throw new NfsError(NfsStat.PERM, 'may not change the group');
+  if (a.mode !== null && !owner) throw new NfsError(NfsStat.PERM, 'only the owner may change the mode');
+  if (a.mode !== null && a.mode & 0o2000 && !st.isDirectory() && !inGroup(id, a.gid ?? st.gid)) a.mode &= ~0o2000;
+  if (a.size !== null) {
+    if (st.isDirectory()) throw new NfsError(NfsStat.ISDIR);
+    if (!st.isFile()) throw new NfsError(NfsStat.INVAL, 'size of a non-regular file');
+    if (!mayWriteData(st, id)) throw new NfsError(NfsStat.ACCES, 'no write permission to truncate');
+  }
+  const explicit = (a.atime !== null && a.atime !== 'server') || (a.mtime !== null && a.mtime !== 'server');
+  if (explicit && !owner) throw new NfsError(NfsStat.PERM, 'only the owner may set times');
+  if ((a.atime === 'server' || a.mtime === 'server') && !owner && !mayWrite(st, id)) throw new NfsError(NfsStat.ACCES, 'no write permission to touch');
+}
+
+/**
+ * The kernel clears setuid (and setgid on group-executable files) when a process without
+ * CAP_FSETID writes; we write as root, so we do it for non-root callers ourselves.
+ */
+async function clearSetidAfterWrite(t: Target): Promise<void> {
+  const mode = t.node.stats.mode;
+  if (t.id.uid === 0 || (mode & 0o6000) === 0) return;
+  let cleared = mode & 0o7777 & ~0o4000;
+  if (mode & 0o010) cleared &= ~0o2000;
+  if (cleared !== (mode & 0o7777)) await t.exp.store.setattr(t.node, { mode: cleared, uid: null, gid: null, size: null, atime: null, mtime: null });
 }

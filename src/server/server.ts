@@ -81,6 +81,8 @@ export class ClusterNfsServer {
   }
 
   static async start(cfg: ServerConfig): Promise<ClusterNfsServer> {
+    // Clients send the mode they want, their user's umask already applied; ours must not apply again.
+    process.umask(0);
     const table = new ExportTable(cfg.exports);
     const stores = new Map<ExportEntry, ExportStore>();
     const served: NfsExport[] = [];

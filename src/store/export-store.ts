@@ -6,7 +6,7 @@
  * re-checked (inode and birth time) whenever it is reached through a handle, so a handle can only
  * name something inside this export, and a file replaced under the same name reads as STALE.
  */
-import type fs from 'node:fs';
+import fs from 'node:fs';
 import { LRUCache } from 'lru-cache';
 import { componentLogger } from '../log/logger.js';
 import { NfsStat } from '../nfs/constants.js';
@@ -16,6 +16,7 @@ import * as fsops from './fsops.js';
 import { HandleIndex } from './handle-index.js';
 import { OpenFileCache } from './open-files.js';
 import { listingCookie } from './cookies.js';
+import { makeNode } from './mknod.js';
 
 const log = componentLogger('store');
 
@@ -42,6 +43,26 @@ export interface DirListing {
   entries: ListingEntry[];
 }
 
+/** Who a new object belongs to (the caller's identity after squashing). */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+/** SETATTR's changes; null = leave as is. Times in seconds, or 'server' for the server's clock. */
+export interface SetAttrs {
+  mode: number | null;
+  uid: number | null;
+  gid: number | null;
+  size: number | null;
+  atime: number | 'server' | null;
+  mtime: number | 'server' | null;
+}
+
+function verifierMatches(st: fs.Stats, verf: Buffer): boolean {
+  return Math.floor(st.atimeMs / 1000) === verf.readUInt32BE(0) && Math.floor(st.mtimeMs / 1000) === verf.readUInt32BE(4);
+}
+
 export interface StoreOptions {
   /** State directory for this export's handle index; null keeps it in memory. */
   stateDir: string | null;
@@ -60,6 +81,7 @@ export class ExportStore {
   private rootDev = 0;
   private index!: HandleIndex;
   private readonly openFiles = new OpenFileCache();
+  private readonly writeFiles = new OpenFileCache(128, fs.constants.O_WRONLY);
   private readonly listings = new LRUCache<number, DirListing>({ max: 1024 });
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
@@ -330,12 +352,163 @@ export class ExportStore {
     return listing;
   }
 
+  // ---- changes ---------------------------------------------------------------------------------
+
+  private childRel(dir: FsNode, name: string): string {
+    return dir.rel === '' ? name : `${dir.rel}/${name}`;
+  }
+
+  /** Fresh attributes of an object we just changed (for wcc post-op attributes). */
+  async restat(node: FsNode): Promise<FsNode> {
+    const stats = await fsops.lstat(this.abs(node.rel));
+    return { ...node, stats };
+  }
+
+  /** lstat of `name` in `dir` without touching the index; null when it does not exist. */
+  async peek(dir: FsNode, name: string): Promise<FsNode | null> {
+    const rel = this.childRel(dir, name);
+    const stats = await fsops.lstat(this.abs(rel)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    return stats === null ? null : { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel, stats };
+  }
+
+  /** Records a new object and gives it its owner (the server creates everything as root). */
+  private async adopt(dir: FsNode, name: string, owner: Owner): Promise<FsNode> {
+    const rel = this.childRel(dir, name);
+    const abs = this.abs(rel);
+    // A directory with the setgid bit hands its group down, as the kernel does for local users.
+    const gid = dir.stats.mode & 0o2000 ? dir.stats.gid : owner.gid;
+    const created = await fsops.lstat(abs);
+    await fsops.lchown(abs, owner.uid, gid);
+    let stats = await fsops.lstat(abs);
+    // chown clears setuid/setgid; a local user creating a 04755 file keeps them, so restore.
+    if ((created.mode & 0o6000) !== (stats.mode & 0o6000) && !stats.isSymbolicLink()) {
+      await fsops.chmod(abs, created.mode & 0o7777);
+      stats = await fsops.lstat(abs);
+    }
+    const birth = birthMicros(stats.birthtimeMs);
+    this.index.set(stats.ino, birth, dir.ino, name);
+    return { ino: stats.ino, birth, rel, stats };
+  }
+
+  /**
+   * CREATE. `exclusive` carries the client's verifier, stored in atime/mtime as knfsd does, so a
+   * retransmitted exclusive create finds its own file and succeeds once and only once.
+   */
+  async create(dir: FsNode, name: string, mode: number, guard: 'unchecked' | 'guarded' | 'exclusive', verf: Buffer | null, owner: Owner): Promise<{ node: FsNode; existed: boolean }> {
+    // UNCHECKED opens an existing regular file as it is (the caller then applies the size).
+    if (guard === 'unchecked') {
+      const existing = await this.peek(dir, name);
+      if (existing !== null) {
+        if (!existing.stats.isFile()) throw new NfsError(NfsStat.EXIST, 'exists and is not a regular file');
+        return { node: await this.lookup(dir, name), existed: true };
+      }
+    }
+    const abs = this.abs(this.childRel(dir, name));
+    try {
+      fsops.close(await fsops.openCreate(abs, fs.constants.O_WRONLY | fs.constants.O_EXCL, mode));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const existing = await this.peek(dir, name);
+      const retransmitted = guard === 'exclusive' && verf !== null && existing !== null && existing.stats.isFile() && verifierMatches(existing.stats, verf);
+      // Created by someone else between our look and our create: UNCHECKED takes it as it is.
+      if (retransmitted || (guard === 'unchecked' && existing?.stats.isFile())) return { node: await this.lookup(dir, name), existed: true };
+      throw err;
+    }
+    const node = await this.adopt(dir, name, owner);
+    if (guard === 'exclusive' && verf !== null) {
+      await fsops.lutimes(abs, verf.readUInt32BE(0), verf.readUInt32BE(4));
+      return { node: await this.restat(node), existed: false };
+    }
+    return { node, existed: false };
+  }
+
+  async mkdir(dir: FsNode, name: string, mode: number, owner: Owner): Promise<FsNode> {
+    await fsops.mkdir(this.abs(this.childRel(dir, name)), mode);
+    return this.adopt(dir, name, owner);
+  }
+
+  async symlink(dir: FsNode, name: string, target: Buffer, owner: Owner): Promise<FsNode> {
+    await fsops.symlink(target, this.abs(this.childRel(dir, name)));
+    return this.adopt(dir, name, owner);
+  }
+
+  async mknod(dir: FsNode, name: string, kind: 'chr' | 'blk' | 'fifo' | 'sock', mode: number, major: number, minor: number, owner: Owner): Promise<FsNode> {
+    await makeNode(this.abs(this.childRel(dir, name)), kind, mode, major, minor);
+    return this.adopt(dir, name, owner);
+  }
+
+  async link(node: FsNode, dir: FsNode, name: string): Promise<FsNode> {
+    await fsops.link(this.abs(node.rel), this.abs(this.childRel(dir, name)));
+    return this.restat(node);
+  }
+
+  /** Forgets a removed object: its handle now answers STALE, its descriptors are dropped. */
+  private forget(node: FsNode): void {
+    this.openFiles.invalidate(node.ino, node.birth);
+    this.writeFiles.invalidate(node.ino, node.birth);
+    // Another hard link keeps the inode alive; the index entry may then point at the removed
+    // name, which resolve() repairs.
+    if (node.stats.nlink <= 1 || node.stats.isDirectory()) this.index.delete(node.ino);
+  }
+
+  async remove(dir: FsNode, child: FsNode): Promise<void> {
+    await fsops.unlink(this.abs(child.rel));
+    this.forget(child);
+  }
+
+  async rmdir(dir: FsNode, child: FsNode): Promise<void> {
+    await fsops.rmdir(this.abs(child.rel));
+    this.forget(child);
+  }
+
+  async rename(from: FsNode, fromName: string, source: FsNode, to: FsNode, toName: string, replaced: FsNode | null): Promise<void> {
+    await fsops.rename(this.abs(this.childRel(from, fromName)), this.abs(this.childRel(to, toName)));
+    if (replaced !== null && replaced.ino !== source.ino) this.forget(replaced);
+    this.index.set(source.ino, source.birth, to.ino, toName);
+  }
+
+  /** WRITE: returns how durable the data now is (what we did, at least what was asked). */
+  async write(node: FsNode, offset: number, data: Buffer, stable: 0 | 1 | 2): Promise<number> {
+    let written = 0;
+    await this.writeFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
+      while (written < data.length) written += await fsops.write(fd, data, written, data.length - written, offset + written);
+      if (stable !== 0) await fsops.sync(fd, stable === 1);
+    });
+    return written;
+  }
+
+  /** COMMIT: everything written to the file so far reaches stable storage (fsync covers all descriptors). */
+  async commit(node: FsNode): Promise<void> {
+    await this.writeFiles.withFile(this.abs(node.rel), node.ino, node.birth, (fd) => fsops.sync(fd, false));
+  }
+
+  async setattr(node: FsNode, a: SetAttrs): Promise<FsNode> {
+    const abs = this.abs(node.rel);
+    if (a.uid !== null || a.gid !== null) await fsops.lchown(abs, a.uid ?? -1, a.gid ?? -1);
+    // Symlinks have no mode of their own on Linux; chmod would change the target.
+    if (a.mode !== null && !node.stats.isSymbolicLink()) await fsops.chmod(abs, a.mode);
+    if (a.size !== null) {
+      await this.writeFiles.withFile(abs, node.ino, node.birth, (fd) => fsops.ftruncate(fd, a.size!));
+    }
+    if (a.atime !== null || a.mtime !== null) {
+      const now = Date.now() / 1000;
+      const atime = a.atime === 'server' ? now : (a.atime ?? node.stats.atimeMs / 1000);
+      const mtime = a.mtime === 'server' ? now : (a.mtime ?? node.stats.mtimeMs / 1000);
+      await fsops.lutimes(abs, atime, mtime);
+    }
+    return this.restat(node);
+  }
+
   async statfs(): Promise<fs.StatsFs> {
     return fsops.statfs(this.root);
   }
 
   async close(): Promise<void> {
     this.openFiles.closeAll();
+    this.writeFiles.closeAll();
     await this.index.flush();
   }
 

@@ -75,3 +75,89 @@ export function statfs(bytePath: string): Promise<fs.StatsFs> {
   fsCallCounts.statfs++;
   return fsp.statfs(toFsPath(bytePath));
 }
+
+// ---- calls that change the file system --------------------------------------------------------
+
+export const fsWriteCounts = {
+  write: 0,
+  sync: 0,
+  create: 0,
+  remove: 0,
+  rename: 0,
+  setattr: 0,
+};
+
+function cb<T = void>(resolve: (v: T) => void, reject: (e: Error) => void) {
+  return (err: Error | null, v?: T) => (err ? reject(err) : resolve(v as T));
+}
+
+export function write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  fsWriteCounts.write++;
+  return new Promise((resolve, reject) => fs.write(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** fsync, or fdatasync when only the data (not e.g. mtime) must be durable. */
+export function sync(fd: number, dataOnly: boolean): Promise<void> {
+  fsWriteCounts.sync++;
+  return new Promise((resolve, reject) => (dataOnly ? fs.fdatasync(fd, cb(resolve, reject)) : fs.fsync(fd, cb(resolve, reject))));
+}
+
+/** Creates (or opens) a file without following a symlink at the last component. */
+export function openCreate(bytePath: string, flags: number, mode: number): Promise<number> {
+  fsWriteCounts.create++;
+  return new Promise((resolve, reject) =>
+    fs.open(toFsPath(bytePath), flags | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, mode, (err, fd) => (err ? reject(err) : resolve(fd))),
+  );
+}
+
+export function mkdir(bytePath: string, mode: number): Promise<void> {
+  fsWriteCounts.create++;
+  return new Promise((resolve, reject) => fs.mkdir(toFsPath(bytePath), { mode }, (err) => (err ? reject(err) : resolve())));
+}
+
+export function symlink(target: Buffer, bytePath: string): Promise<void> {
+  fsWriteCounts.create++;
+  return new Promise((resolve, reject) => fs.symlink(target, toFsPath(bytePath), cb(resolve, reject)));
+}
+
+export function link(existing: string, bytePath: string): Promise<void> {
+  fsWriteCounts.create++;
+  return new Promise((resolve, reject) => fs.link(toFsPath(existing), toFsPath(bytePath), cb(resolve, reject)));
+}
+
+export function unlink(bytePath: string): Promise<void> {
+  fsWriteCounts.remove++;
+  return new Promise((resolve, reject) => fs.unlink(toFsPath(bytePath), cb(resolve, reject)));
+}
+
+export function rmdir(bytePath: string): Promise<void> {
+  fsWriteCounts.remove++;
+  return new Promise((resolve, reject) => fs.rmdir(toFsPath(bytePath), cb(resolve, reject)));
+}
+
+export function rename(from: string, to: string): Promise<void> {
+  fsWriteCounts.rename++;
+  return new Promise((resolve, reject) => fs.rename(toFsPath(from), toFsPath(to), cb(resolve, reject)));
+}
+
+/** chmod by path: only for objects lstat just showed are not symlinks (chmod follows links). */
+export function chmod(bytePath: string, mode: number): Promise<void> {
+  fsWriteCounts.setattr++;
+  return new Promise((resolve, reject) => fs.chmod(toFsPath(bytePath), mode, cb(resolve, reject)));
+}
+
+export function lchown(bytePath: string, uid: number, gid: number): Promise<void> {
+  fsWriteCounts.setattr++;
+  return new Promise((resolve, reject) => fs.lchown(toFsPath(bytePath), uid, gid, cb(resolve, reject)));
+}
+
+/** Times in seconds (fractions allowed); lutimes so a symlink's own times are set, not its target's. */
+export function lutimes(bytePath: string, atime: number, mtime: number): Promise<void> {
+  fsWriteCounts.setattr++;
+  return new Promise((resolve, reject) => fs.lutimes(toFsPath(bytePath), atime, mtime, cb(resolve, reject)));
+}
+
+export function ftruncate(fd: number, length: number): Promise<void> {
+  fsWriteCounts.setattr++;
+  return new Promise((resolve, reject) => fs.ftruncate(fd, length, cb(resolve, reject)));
+}

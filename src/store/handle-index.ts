@@ -91,7 +91,7 @@ export class HandleIndex {
     const parts: Buffer[] = [];
     for (const [ino, e] of this.entries) parts.push(this.record(REC_SET, ino, e));
     const tmp = `${this.file}.tmp`;
-    await fsp.writeFile(tmp, Buffer.concat(parts));
+    await fsp.writeFile(tmp, Buffer.concat(parts), { mode: 0o600 });
     await fsp.rename(tmp, this.file);
   }
 
@@ -171,7 +171,7 @@ export class HandleIndex {
     this.pending = [];
     const file = this.file;
     this.flushing = this.flushing.then(() =>
-      fsp.appendFile(file, data).catch((err) => log.error({ err, file }, 'cannot append to handle index')),
+      fsp.appendFile(file, data, { mode: 0o600 }).catch((err) => log.error({ err, file }, 'cannot append to handle index')),
     );
     return this.flushing;
   }
@@ -181,7 +181,7 @@ export class HandleIndex {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     if (this.file === null || this.pending.length === 0) return;
-    fs.appendFileSync(this.file, Buffer.concat(this.pending));
+    fs.appendFileSync(this.file, Buffer.concat(this.pending), { mode: 0o600 });
     this.pending = [];
   }
 }

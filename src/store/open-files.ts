@@ -17,8 +17,11 @@ interface OpenFile {
 export class OpenFileCache {
   private readonly cache: LRUCache<string, OpenFile>;
   private readonly opening = new Map<string, Promise<OpenFile>>();
+  /** O_RDONLY for READ, O_WRONLY for WRITE: opening for write fails on a running executable (ETXTBSY), so reads never do. */
+  private readonly flags: number;
 
-  constructor(max = 512) {
+  constructor(max = 512, flags: number = fs.constants.O_RDONLY) {
+    this.flags = flags;
     this.cache = new LRUCache<string, OpenFile>({
       max,
       dispose: (file) => {
@@ -29,7 +32,7 @@ export class OpenFileCache {
   }
 
   /**
-   * Runs `use` with a read-only descriptor of `bytePath`, which must be the inode `ino`
+   * Runs `use` with a descriptor of `bytePath`, which must be the inode `ino`
    * (checked with fstat after open, so a rename race cannot hand us another file).
    */
   async withFile<T>(bytePath: string, ino: number, birth: number, use: (fd: number) => Promise<T>): Promise<T> {
@@ -54,7 +57,7 @@ export class OpenFileCache {
 
   private async open(bytePath: string, ino: number, key: string): Promise<OpenFile> {
     try {
-      const fd = await fsops.open(bytePath, fs.constants.O_RDONLY);
+      const fd = await fsops.open(bytePath, this.flags);
       const st = await fsops.fstat(fd);
       if (st.ino !== ino) {
         fsops.close(fd);

@@ -204,13 +204,13 @@ describe('READLINK and READ', () => {
 });
 
 describe('ACCESS', () => {
-  it('root on a read-only server may read and look up, not modify', async () => {
+  it('root on a writable export may read, look up and modify the root directory', async () => {
     const all = 0x3f;
     const d = await nfs.access(s.root, all);
     expect(d.status).toBe(NfsStat.OK);
     expect(d.access & 0x01).toBe(0x01);
     expect(d.access & 0x02).toBe(0x02);
-    expect(d.access & (0x04 | 0x08 | 0x10)).toBe(0);
+    expect(d.access & (0x04 | 0x08 | 0x10)).toBe(0x04 | 0x08 | 0x10);
     const f = await nfs.access(await fh('small.txt'), all);
     expect(f.access & 0x20).toBe(0); // 0644: nobody may execute
   });
@@ -376,21 +376,31 @@ describe('handles', () => {
   });
 });
 
-describe('what a read-only server refuses', () => {
-  it('every mutating procedure answers ROFS', async () => {
-    const f = await fh('small.txt');
-    expect((await nfs.setattr(f, { mode: 0o600 })).status).toBe(NfsStat.ROFS);
-    expect((await nfs.write(f, 0, Buffer.from('x'))).status).toBe(NfsStat.ROFS);
-    expect((await nfs.create(s.root, 'new')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.mkdir(s.root, 'newdir')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.symlink(s.root, 'sl', 'x')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.mknod(s.root, 'fifo2', FType.FIFO)).status).toBe(NfsStat.ROFS);
-    expect((await nfs.remove(s.root, 'small.txt')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.rmdir(s.root, 'sub')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.rename(s.root, 'small.txt', s.root, 'x')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.link(f, s.root, 'hard')).status).toBe(NfsStat.ROFS);
-    expect((await nfs.commit(f)).status).toBe(NfsStat.ROFS);
-    expect(fs.readFileSync(path.join(root, 'small.txt'), 'utf8')).toBe('hello\n');
+describe('what a read-only export refuses', () => {
+  it('every mutating procedure answers ROFS and nothing changes', async () => {
+    const srv = await startServer(parseExports(`${root} 127.0.0.1(ro,insecure,no_root_squash)\n`, 'ro-exports'), null);
+    const ro = await mountSession(srv, root);
+    try {
+      const n = ro.nfs;
+      const f = (await n.lookupPath(ro.root, 'small.txt')).fh!;
+      expect((await n.setattr(f, { mode: 0o600 })).status).toBe(NfsStat.ROFS);
+      expect((await n.write(f, 0, Buffer.from('x'))).status).toBe(NfsStat.ROFS);
+      expect((await n.create(ro.root, 'new')).status).toBe(NfsStat.ROFS);
+      expect((await n.mkdir(ro.root, 'newdir')).status).toBe(NfsStat.ROFS);
+      expect((await n.symlink(ro.root, 'sl', 'x')).status).toBe(NfsStat.ROFS);
+      expect((await n.mknod(ro.root, 'fifo2', FType.FIFO)).status).toBe(NfsStat.ROFS);
+      expect((await n.remove(ro.root, 'small.txt')).status).toBe(NfsStat.ROFS);
+      expect((await n.rmdir(ro.root, 'sub')).status).toBe(NfsStat.ROFS);
+      expect((await n.rename(ro.root, 'small.txt', ro.root, 'x')).status).toBe(NfsStat.ROFS);
+      expect((await n.link(f, ro.root, 'hard')).status).toBe(NfsStat.ROFS);
+      expect((await n.commit(f)).status).toBe(NfsStat.ROFS);
+      expect((await n.access(ro.root, 0x3f)).access & (0x04 | 0x08 | 0x10)).toBe(0);
+      expect(fs.readFileSync(path.join(root, 'small.txt'), 'utf8')).toBe('hello\n');
+      expect(fs.readdirSync(root)).not.toContain('new');
+    } finally {
+      await ro.close();
+      await srv.stop();
+    }
   });
 });
 
