@@ -160,6 +160,16 @@ describe('libnfs clients read the tree exactly', () => {
     }
   });
 
+  it('nfs-cp uploads a file that then reads back identical, locally and through nfs-cat', () => {
+    const src = path.join(work, 'upload.bin');
+    fs.writeFileSync(src, Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) & 0xff)));
+    const r = server.exec('nfs-cp', [src, url('uploaded.bin')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(tree, 'uploaded.bin')).equals(fs.readFileSync(src))).toBe(true);
+    const back = server.execBytes('nfs-cat', [url('uploaded.bin')]);
+    expect(back.stdout.equals(fs.readFileSync(src))).toBe(true);
+  });
+
   it('a file outside the export cannot be reached by a path with ..', () => {
     const r = server.execBytes('nfs-cat', [url('../../../etc/hostname')]);
     const outside = fs.readFileSync('/etc/hostname');
