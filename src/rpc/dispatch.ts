@@ -20,6 +20,7 @@ import {
   type Credentials,
 } from './message.js';
 import { lastFragmentHeader } from './record.js';
+import { CacheState, replyCacheKey, type ReplyCache } from './reply-cache.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
 
 const log = componentLogger('rpc');
@@ -83,6 +84,11 @@ export class RpcCall {
   readonly sink: ReplySink;
   readonly spec: ProcedureSpec;
   readonly startedAt: number;
+  /**
+   * Set by the dispatcher when this call is tracked by the reply cache: send() stores the reply
+   * under it, drop() forgets it. A field rather than a wrapped send keeps one shape for all calls.
+   */
+  cacheKey: string | null = null;
   private replied = false;
   private readonly dispatcher: RpcDispatcher;
 
@@ -137,6 +143,8 @@ export class RpcCall {
     const head = w.finish();
     this.sink.inFlight--;
     this.sink.send(head, payload, pad);
+    // Every reply is cached, SYSTEM_ERR and GARBAGE_ARGS from fail() too: it was the answer.
+    if (this.cacheKey !== null) this.dispatcher.replyCache?.complete(this.cacheKey, head, payload, pad);
     this.dispatcher.observer?.onReply(this, total);
   }
 
@@ -170,6 +178,8 @@ export class RpcCall {
     if (this.replied) return;
     this.replied = true;
     this.sink.inFlight--;
+    // No answer to remember: a retransmission should run the call (knfsd's RC_NOCACHE).
+    if (this.cacheKey !== null) this.dispatcher.replyCache?.abandon(this.cacheKey);
     this.sink.done();
   }
 }
@@ -184,6 +194,8 @@ interface ProgramEntry {
 export class RpcDispatcher {
   private readonly programs = new Map<number, ProgramEntry>();
   observer: CallObserver | null = null;
+  /** Duplicate-request cache for nonIdempotent procedures; none means every call runs. */
+  replyCache: ReplyCache | null = null;
 
   register(program: Program): void {
     const versions = program.versions.map((v) => v.version);
@@ -248,8 +260,27 @@ export class RpcDispatcher {
       this.sendRaw(sink, (w) => writeAuthError(w, xid, AuthStat.AUTH_TOOWEAK));
       return;
     }
+    // Non-idempotent calls go through the reply cache: a retransmission must get the first
+    // reply, never a second execution. Idempotent calls pay only the boolean test.
+    let cacheKey: string | null = null;
+    if (spec.nonIdempotent && this.replyCache !== null) {
+      const cache = this.replyCache;
+      cacheKey = replyCacheKey(sink.tcp, sink.address, sink.port, xid, prog, vers, proc, record, args.pos, args.end);
+      const state = cache.lookup(cacheKey);
+      if (state === CacheState.DONE) {
+        log.debug({ client: sink.address, xid, proc: spec.name }, 'retransmission answered from the reply cache');
+        sink.send(cache.cachedReply(cacheKey)!, null, null);
+        return;
+      }
+      if (state === CacheState.IN_PROGRESS) {
+        log.debug({ client: sink.address, xid, proc: spec.name }, 'retransmission of a call still running, dropped');
+        return;
+      }
+      if (!cache.begin(cacheKey)) cacheKey = null;
+    }
     sink.inFlight++;
     const call = new RpcCall(this, sink, xid, prog, vers, proc, cred, args, spec);
+    call.cacheKey = cacheKey;
     try {
       const pending = spec.handler(call);
       if (pending !== undefined) pending.then(undefined, (err: unknown) => call.fail(err));
