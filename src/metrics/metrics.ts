@@ -6,9 +6,10 @@
  * is an array look-up and two increments, never a label-string look-up.
  */
 import http from 'node:http';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { componentLogger } from '../log/logger.js';
 import type { CallObserver, Program, RpcCall } from '../rpc/dispatch.js';
+import type { ReplyCache } from '../rpc/reply-cache.js';
 
 const log = componentLogger('metrics');
 
@@ -47,6 +48,21 @@ export class ServerMetrics implements CallObserver {
       labelNames: ['program', 'version', 'procedure'],
       registers: [this.registry],
     });
+  }
+
+  /** The duplicate-request cache's counters, read at scrape time (nothing on the call path). */
+  watchReplyCache(cache: ReplyCache): void {
+    const registers = [this.registry];
+    // prom-client counters cannot be set; a counter mirrored from elsewhere is reset and re-added.
+    const counter = (name: string, help: string, value: () => number) =>
+      new Counter({ name, help, registers, collect() { this.reset(); this.inc(value()); } });
+    const gauge = (name: string, help: string, value: () => number) =>
+      new Gauge({ name, help, registers, collect() { this.set(value()); } });
+    counter('clusternfs_reply_cache_hits_total', 'Retransmissions answered with the cached first reply', () => cache.hits);
+    counter('clusternfs_reply_cache_in_progress_drops_total', 'Retransmissions dropped because the first call was still running', () => cache.inProgressDrops);
+    counter('clusternfs_reply_cache_evictions_total', 'Replies evicted from the duplicate-request cache by its bounds', () => cache.evictions);
+    gauge('clusternfs_reply_cache_entries', 'Entries in the duplicate-request cache', () => cache.entries);
+    gauge('clusternfs_reply_cache_bytes', 'Bytes held by the duplicate-request cache', () => cache.bytes);
   }
 
   /** Binds the label children of every procedure of `program`. */

@@ -10,6 +10,7 @@ import { MountProgram } from '../mount/program.js';
 import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
 import { NfsProgram, type NfsExport } from '../nfs/program.js';
 import { RpcDispatcher } from '../rpc/dispatch.js';
+import { ReplyCache } from '../rpc/reply-cache.js';
 import { PortmapRegistry } from '../rpc/portmap.js';
 import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registrar.js';
 import { TcpTransport } from '../rpc/tcp.js';
@@ -101,6 +102,9 @@ export class ClusterNfsServer {
 
     const metrics = new ServerMetrics();
     const nfsDispatch = new RpcDispatcher();
+    // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
+    nfsDispatch.replyCache = new ReplyCache();
+    metrics.watchReplyCache(nfsDispatch.replyCache);
     const nfsProgram = new NfsProgram(served, authorize).program();
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();

@@ -295,3 +295,20 @@ describe('export options', () => {
     }
   });
 });
+
+describe('retransmissions (duplicate-request cache)', () => {
+  it('a retransmitted REMOVE gets the first reply (OK), not NOENT, and runs once', async () => {
+    await nfs.create(s.root, 'retx', { mode: 0o644 });
+    const { encodeDiropArgs } = await import('../../src/client/nfs3-args.js');
+    const { NFS_PROGRAM, NfsProc } = await import('../../src/nfs/constants.js');
+    const call = s.rpc.encodeCall(NFS_PROGRAM, 3, NfsProc.REMOVE, (w) => encodeDiropArgs(w, s.root, 'retx'));
+    const first = Buffer.from(await s.rpc.callRaw(call));
+    const again = Buffer.from(await s.rpc.callRaw(call));
+    expect(again.equals(first)).toBe(true);
+    // The accepted reply's nfsstat3 follows the 24-byte RPC reply header.
+    expect(first.readUInt32BE(24)).toBe(NfsStat.OK);
+    expect(fs.existsSync(path.join(root, 'retx'))).toBe(false);
+    // A new call (new xid) for the same name is executed and finds nothing.
+    expect((await nfs.remove(s.root, 'retx')).status).toBe(NfsStat.NOENT);
+  });
+});
