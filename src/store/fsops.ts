@@ -154,7 +154,18 @@ export function lchown(bytePath: string, uid: number, gid: number): Promise<void
 /** Times in seconds (fractions allowed); lutimes so a symlink's own times are set, not its target's. */
 export function lutimes(bytePath: string, atime: number, mtime: number): Promise<void> {
   fsWriteCounts.setattr++;
-  return new Promise((resolve, reject) => fs.lutimes(toFsPath(bytePath), atime, mtime, cb(resolve, reject)));
+  return new Promise((resolve, reject) => fs.lutimes(toFsPath(bytePath), utimeSeconds(atime), utimeSeconds(mtime), cb(resolve, reject)));
+}
+
+/**
+ * libuv truncates a time to whole microseconds, and a double of today's seconds is only ~0.24 µs
+ * fine, so x.651155058 arrived as x.65115494… and was stored as x.651154: a time set over NFS came
+ * back a microsecond early (beyond the 1 µs time_delta FSINFO promises), and a time SETATTR kept
+ * unchanged drifted. Aim at the middle of the nearest microsecond so the truncation lands on it.
+ */
+function utimeSeconds(t: number): number {
+  const sec = Math.floor(t);
+  return sec + (Math.round((t - sec) * 1e6) + 0.5) / 1e6;
 }
 
 export function ftruncate(fd: number, length: number): Promise<void> {
