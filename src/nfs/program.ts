@@ -743,8 +743,10 @@ function readSattr(r: XdrReader): SetAttrs {
 function checkSetattr(a: SetAttrs, st: fs.Stats, id: Identity): void {
   if (id.uid === 0) return;
   const owner = st.uid === id.uid;
-  if (a.uid !== null && a.uid !== st.uid) throw new NfsError(NfsStat.PERM, 'only root may change the owner');
-  if (a.gid !== null && a.gid !== st.gid && !(owner && inGroup(id, a.gid))) throw new NfsError(NfsStat.PERM, 'may not change the group');
+  // Even an unchanged uid or gid is EPERM for a non-owner: the kernel's chown_ok/chgrp_ok excuse
+  // "no change" only for the owner, and knfsd passes the attributes on to notify_change as sent.
+  if (a.uid !== null && !(owner && a.uid === st.uid)) throw new NfsError(NfsStat.PERM, 'only root may change the owner');
+  if (a.gid !== null && !(owner && (a.gid === st.gid || inGroup(id, a.gid)))) throw new NfsError(NfsStat.PERM, 'may not change the group');
   if (a.mode !== null && !owner) throw new NfsError(NfsStat.PERM, 'only the owner may change the mode');
   if (a.mode !== null && a.mode & 0o2000 && !st.isDirectory() && !inGroup(id, a.gid ?? st.gid)) a.mode &= ~0o2000;
   if (a.size !== null) {
