@@ -312,3 +312,59 @@ describe('retransmissions (duplicate-request cache)', () => {
     expect((await nfs.remove(s.root, 'retx')).status).toBe(NfsStat.NOENT);
   });
 });
+
+describe('export options on every call', () => {
+  it('secure refuses NFS calls from an unprivileged source port even with a valid handle; a privileged port is served', async () => {
+    const dir = path.join(work, 'secure');
+    fs.mkdirSync(dir);
+    const srv = await startServer(parseExports(`${dir} 127.0.0.1(rw,no_root_squash)\n`, 'secure'), null);
+    try {
+      const priv = await mountSession(srv, dir, { privileged: true });
+      expect((await priv.nfs.getattr(priv.root)).status).toBe(NfsStat.OK);
+      const unpriv = await RpcClient.connect({ host: '127.0.0.1', port: srv.ports.nfs });
+      const r = await new Nfs3Client(unpriv).getattr(priv.root);
+      expect(r.status).toBe(NfsStat.ACCES);
+      await unpriv.close();
+      await priv.close();
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('all_squash with anonuid/anongid makes every caller that user', async () => {
+    const dir = path.join(work, 'allsquash');
+    fs.mkdirSync(dir, { mode: 0o777 });
+    fs.chmodSync(dir, 0o777);
+    const srv = await startServer(parseExports(`${dir} 127.0.0.1(rw,insecure,all_squash,anonuid=4242,anongid=4343)\n`, 'sq'), null);
+    const sq = await mountSession(srv, dir, { auth: { uid: 1000, gid: 1000, gids: [] } });
+    try {
+      const r = await sq.nfs.create(sq.root, 'whose', { mode: 0o644 });
+      expect(r.status).toBe(NfsStat.OK);
+      expect([r.objAttr!.uid, r.objAttr!.gid]).toEqual([4242, 4343]);
+    } finally {
+      await sq.close();
+      await srv.stop();
+    }
+  });
+
+  it('RENAME and LINK across two exports are XDEV', async () => {
+    const a = path.join(work, 'exp-a');
+    const b = path.join(work, 'exp-b');
+    fs.mkdirSync(a);
+    fs.mkdirSync(b);
+    fs.writeFileSync(path.join(a, 'f'), 'x');
+    const srv = await startServer(parseExports(`${a} 127.0.0.1(rw,insecure,no_root_squash)\n${b} 127.0.0.1(rw,insecure,no_root_squash)\n`, 'two'), null);
+    const sa = await mountSession(srv, a);
+    const sb = await mountSession(srv, b);
+    try {
+      const f = (await sa.nfs.lookup(sa.root, 'f')).fh!;
+      expect((await sa.nfs.rename(sa.root, 'f', sb.root, 'f')).status).toBe(NfsStat.XDEV);
+      expect((await sa.nfs.link(f, sb.root, 'f')).status).toBe(NfsStat.XDEV);
+      expect(fs.existsSync(path.join(a, 'f'))).toBe(true);
+    } finally {
+      await sa.close();
+      await sb.close();
+      await srv.stop();
+    }
+  });
+});
