@@ -190,6 +190,14 @@ export class NfsProgram {
     return t;
   }
 
+  /** An NFS3_OK reply whose resok arm is just the object's wcc_data (SETATTR, REMOVE, RMDIR). */
+  private replyWcc(call: RpcCall, before: fs.Stats, after: fs.Stats, fsid: number): void {
+    const w = call.beginReply(200);
+    w.u32(NfsStat.OK);
+    writeWcc(w, before, after, fsid);
+    call.send();
+  }
+
   /** Reply of CREATE, MKDIR, SYMLINK, MKNOD: the new handle and attributes, the directory's wcc. */
   private replyCreated(call: RpcCall, d: Target, node: FsNode, dirAfter: fs.Stats): void {
     const w = call.beginReply(300);
@@ -434,10 +442,7 @@ export class NfsProgram {
       }
       checkSetattr(a, st, t.id);
       const after = await t.exp.store.setattr(t.node, a);
-      const w = call.beginReply(200);
-      w.u32(NfsStat.OK);
-      writeWcc(w, before, after.stats, t.exp.fsid);
-      call.send();
+      this.replyWcc(call, before, after.stats, t.exp.fsid);
     } catch (err) {
       this.fail(call, err, before);
     }
@@ -611,10 +616,7 @@ export class NfsProgram {
       if (directory) await d.exp.store.rmdir(d.node, child);
       else await d.exp.store.remove(d.node, child);
       const dirAfter = await d.exp.store.restat(d.node);
-      const w = call.beginReply(200);
-      w.u32(NfsStat.OK);
-      writeWcc(w, dirStats, dirAfter.stats, d.exp.fsid);
-      call.send();
+      this.replyWcc(call, dirStats, dirAfter.stats, d.exp.fsid);
     } catch (err) {
       this.fail(call, err, dirStats);
     }
@@ -700,19 +702,23 @@ function checkLookupName(name: string): void {
   if (name.includes('/') || name.includes('\0')) throw new NfsError(NfsStat.ACCES, 'name with / or NUL');
 }
 
-/** Names a create-type procedure may make: as for LOOKUP, and never '.' or '..'. */
-function checkNewName(name: string): void {
+/**
+ * Names a create-type procedure may make, or a REMOVE/RENAME may name: never '.', '..', a
+ * separator or NUL. A missing name is NOENT for an existing object, ACCES for a new one.
+ */
+function checkName(name: string, isNew: boolean): void {
   if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-    throw new NfsError(NfsStat.ACCES, 'name not allowed');
+    throw new NfsError(name === '' && !isNew ? NfsStat.NOENT : NfsStat.ACCES, 'name not allowed');
   }
 }
 
+function checkNewName(name: string): void {
+  checkName(name, true);
+}
+
 function checkExistingName(name: string): void {
-  if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-    throw new NfsError(name === '' ? NfsStat.NOENT : NfsStat.ACCES, 'name not allowed');
-  }
+  checkName(name, false);
 }
 
 function readSetTime(r: XdrReader): number | 'server' | null {
