@@ -308,7 +308,7 @@ class Run {
     else if (this.spec.kind === 'write') st.bytes += this.writeData.length;
     if (this.spec.ratePerNode === 0) this.issue(slot);
     else if (n.active === 0 && (this.stopped || n.issued >= this.spec.maxOpsPerNode)) n.endMs = wallMs();
-    if (this.stopped || n.issued >= this.spec.maxOpsPerNode) this.maybeFinish();
+    if (this.outstanding === 0) this.maybeFinish();
   }
 
   private maybeFinish(): void {
