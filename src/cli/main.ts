@@ -48,6 +48,7 @@ interface ServeOptions {
   metricsPort?: number;
   stateDir: string;
   logLevel: string;
+  hostsFile: string[];
 }
 
 async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<ExportEntry[]> {
@@ -70,6 +71,7 @@ async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<
 async function serve(dir: string | undefined, opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   const exports = await exportsFor(dir, opts);
+  for (const f of opts.hostsFile) if (!fs.existsSync(f)) throw new UserError(`hosts file ${f} does not exist`);
   const server = await ClusterNfsServer.start({
     exports,
     bind: opts.bind,
@@ -78,6 +80,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     portmapPort: opts.portmap ? opts.portmapPort : null,
     stateDir: opts.stateDir,
     metricsPort: opts.metricsPort ?? null,
+    hostsFiles: opts.hostsFile,
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -121,6 +124,7 @@ export function buildProgram(): Command {
     .option('--no-portmap', 'neither serve nor register with a portmapper (clients must be given the ports)')
     .option('--metrics-port <N>', 'HTTP port for Prometheus /metrics', port)
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
+    .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
   return program;
