@@ -127,8 +127,25 @@ export class NfsProgram {
 
   // ---- common steps -------------------------------------------------------------------------
 
-  /** Handle → export → client check → validated object. Throws NfsError. */
-  private async target(call: RpcCall, fh: Buffer): Promise<Target> {
+  /**
+   * target() for the cache-hit path, without a promise: null when any step would have to wait
+   * (an uncached object, an asynchronous client check) or fail; target() then does it all again.
+   * Whatever target() checks, this must check too.
+   */
+  private targetCached(call: RpcCall, fh: Buffer): Target | null {
+    const fields = decodeHandle(fh);
+    if (fields === null) return null;
+    const exp = this.exports.get(fields.fsid);
+    if (exp === undefined) return null;
+    const policy = this.authorize(exp, call.sink.address);
+    if (policy === null || policy instanceof Promise || (policy.secure && call.sink.port >= 1024)) return null;
+    const node = exp.store.resolveCached(fields);
+    if (node === null) return null;
+    return { exp, policy, id: effectiveIdentity(call.cred, policy), node };
+  }
+
+  /** Handle → export → client check → validated object. Throws NfsError. `probed`: targetCached() just missed. */
+  private async target(call: RpcCall, fh: Buffer, probed = false): Promise<Target> {
     const fields = decodeHandle(fh);
     if (fields === null) throw new NfsError(NfsStat.BADHANDLE, 'not one of our handles');
     const exp = this.exports.get(fields.fsid);
@@ -136,7 +153,7 @@ export class NfsProgram {
     const policy = await this.authorize(exp, call.sink.address);
     if (policy === null) throw new NfsError(NfsStat.ACCES, `client not in the export list of ${exp.path}`);
     if (policy.secure && call.sink.port >= 1024) throw new NfsError(NfsStat.ACCES, `unprivileged source port ${call.sink.port} on a secure export`);
-    const node = await exp.store.resolve(fields);
+    const node = await (probed ? exp.store.resolveMiss(fields) : exp.store.resolve(fields));
     return { exp, policy, id: effectiveIdentity(call.cred, policy), node };
   }
 
@@ -211,17 +228,27 @@ export class NfsProgram {
 
   // ---- procedures ---------------------------------------------------------------------------
 
-  private async getattr(call: RpcCall): Promise<void> {
+  // GETATTR and ACCESS answer a cache hit synchronously: no promise on the getattr storm's path.
+  private getattr(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.getattrMiss(call, fh);
+    this.replyGetattr(call, t);
+  }
+
+  private async getattrMiss(call: RpcCall, fh: Buffer): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const w = call.beginReply(96);
-      w.u32(NfsStat.OK);
-      writeFattr(w, t.node.stats, t.exp.fsid);
-      call.send();
+      this.replyGetattr(call, await this.target(call, fh, true));
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyGetattr(call: RpcCall, t: Target): void {
+    const w = call.beginReply(96);
+    w.u32(NfsStat.OK);
+    writeFattr(w, t.node.stats, t.exp.fsid);
+    call.send();
   }
 
   private async lookup(call: RpcCall): Promise<void> {
@@ -248,18 +275,26 @@ export class NfsProgram {
     }
   }
 
-  private async access(call: RpcCall): Promise<void> {
+  private access(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const asked = call.args.u32();
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.accessMiss(call, fh, asked);
+    this.replyAccess(call, t, asked);
+  }
+
+  private async accessMiss(call: RpcCall, fh: Buffer, asked: number): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const writable = !t.policy.ro;
-      const w = this.okWithAttrs(call, t, 128);
-      w.u32(accessMask(t.node.stats, t.id, asked, writable));
-      call.send();
+      this.replyAccess(call, await this.target(call, fh, true), asked);
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyAccess(call: RpcCall, t: Target, asked: number): void {
+    const w = this.okWithAttrs(call, t, 128);
+    w.u32(accessMask(t.node.stats, t.id, asked, !t.policy.ro));
+    call.send();
   }
 
   private async readlink(call: RpcCall): Promise<void> {

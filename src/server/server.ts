@@ -17,6 +17,7 @@ import { TcpTransport } from '../rpc/tcp.js';
 import { UdpTransport } from '../rpc/udp.js';
 import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
+import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
 
@@ -32,6 +33,10 @@ export interface ServerConfig {
   stateDir: string | null;
   /** HTTP port for Prometheus /metrics; null serves none. */
   metricsPort?: number | null;
+  /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
+  cache?: Partial<CacheOptions>;
+  /** Per-client series on /metrics (capped at this many clients); 0 = none. */
+  metricsPerClient?: number;
 }
 
 export interface ListeningPorts {
@@ -89,7 +94,7 @@ export class ClusterNfsServer {
     const served: NfsExport[] = [];
     for (const entry of cfg.exports) {
       const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
-      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir, cache: cfg.cache });
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
