@@ -19,6 +19,7 @@ import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
 import { ClientIdentities } from '../remap/identity.js';
 import { Remapper } from '../remap/remapper.js';
+import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
 
@@ -36,6 +37,10 @@ export interface ServerConfig {
   metricsPort?: number | null;
   /** Hosts or DHCP-leases files giving client host names for HOST tags (else reverse DNS). */
   hostsFiles?: string[];
+  /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
+  cache?: Partial<CacheOptions>;
+  /** Per-client series on /metrics (capped at this many clients); 0 = none. */
+  metricsPerClient?: number;
 }
 
 export interface ListeningPorts {
@@ -97,7 +102,7 @@ export class ClusterNfsServer {
     const served: NfsExport[] = [];
     for (const entry of cfg.exports) {
       const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
-      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir, cache: cfg.cache });
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
