@@ -11,6 +11,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
+import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageRoot = path.resolve(here, '..', '..', '..');
@@ -38,7 +39,7 @@ function defaultStateDir(): string {
 
 class UserError extends Error {}
 
-interface ServeOptions {
+interface ServeOptions extends LimitOptions {
   config?: string;
   bind: string;
   nfsPort: number;
@@ -78,6 +79,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     portmapPort: opts.portmap ? opts.portmapPort : null,
     stateDir: opts.stateDir,
     metricsPort: opts.metricsPort ?? null,
+    limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -123,6 +125,7 @@ export function buildProgram(): Command {
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  addLimitOptions(program.commands.find((c) => c.name() === 'serve')!);
   return program;
 }
 
