@@ -32,6 +32,8 @@ function flushCorked(): void {
  */
 let coarseNow = Date.now();
 
+const LARGEST_REPLY = 1024 * 1024 + 512;
+
 class TcpConnection implements ReplySink, RecordSink {
   readonly tcp = true;
   readonly address: string;
@@ -51,8 +53,12 @@ class TcpConnection implements ReplySink, RecordSink {
   /** When the record now being received began; 0 when between records. */
   partialSince = 0;
   private recordsSeen = 0;
-  /** Running average reply size: what each call in flight is expected to add to the unsent bytes. */
-  private replyEstimate = 0;
+  /**
+   * Running average reply size: what each call in flight is expected to add to the unsent bytes.
+   * It starts at the largest reply (a 1 MiB READ), so a new connection that pipelines a burst of
+   * large READs is held to a few in flight before the first reply shows what its calls cost.
+   */
+  private replyEstimate = LARGEST_REPLY;
 
   constructor(socket: net.Socket, address: string, dispatcher: RpcDispatcher, limits: ServerLimits, hits: LimitHits) {
     this.socket = socket;
