@@ -12,6 +12,7 @@ import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { DEFAULT_CACHE_OPTIONS } from '../cache/options.js';
+import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageRoot = path.resolve(here, '..', '..', '..');
@@ -45,7 +46,7 @@ function defaultStateDir(): string {
 
 class UserError extends Error {}
 
-interface ServeOptions {
+interface ServeOptions extends LimitOptions {
   config?: string;
   bind: string;
   nfsPort: number;
@@ -104,6 +105,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
       ttlMs: opts.cacheTtlMs,
     },
     metricsPerClient: Math.floor(opts.metricsPerClient),
+    limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -157,6 +159,7 @@ export function buildProgram(): Command {
     .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  addLimitOptions(program.commands.find((c) => c.name() === 'serve')!);
   return program;
 }
 
