@@ -7,10 +7,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
+import { importSnapshotsCommand } from './import-snapshots.js';
+import { UserError } from './user-error.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageRoot = path.resolve(here, '..', '..', '..');
@@ -35,8 +37,6 @@ function defaultStateDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/clusternfs';
   return path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'clusternfs');
 }
-
-class UserError extends Error {}
 
 interface ServeOptions {
   config?: string;
@@ -123,6 +123,12 @@ export function buildProgram(): Command {
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  // Admin commands for tagged trees (issue 4), each in its own file.
+  program.addCommand(importSnapshotsCommand());
+  // A usage mistake (unknown flag, missing argument) is an admin mistake too: status 2, as ours.
+  for (const cmd of [program, ...program.commands]) {
+    cmd.exitOverride().configureOutput({ outputError: (msg, write) => write(`clusternfs: ${msg.replace(/^error: /, '')}`) });
+  }
   return program;
 }
 
@@ -130,6 +136,8 @@ async function main(): Promise<void> {
   try {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
+    // Commander has printed its message (or the help) already.
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     if (err instanceof UserError || err instanceof ConfigError || err instanceof StartupError) {
       process.stderr.write(`clusternfs: ${err.message}\n`);
       process.exit(2);
