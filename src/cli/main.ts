@@ -13,6 +13,7 @@ import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../
 import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { importSnapshotsCommand } from './import-snapshots.js';
 import { tagCommandDefinition } from './tag-command.js';
+import { tagsCommand } from './tags-command.js';
 import { UserError } from './user-error.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -125,6 +126,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
   // Admin commands for tagged trees (issue 4), each in its own file.
+  program.addCommand(tagsCommand());
   program.addCommand(tagCommandDefinition());
   program.addCommand(importSnapshotsCommand());
   // A usage mistake (unknown flag, missing argument) is an admin mistake too: status 2, as ours.
