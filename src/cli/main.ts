@@ -6,20 +6,18 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { importSnapshotsCommand } from './import-snapshots.js';
+import { packageRoot, SAMPLE_EXPORT } from './package-paths.js';
+import { resolveCommandDefinition } from './resolve-command.js';
 import { tagCommandDefinition } from './tag-command.js';
 import { tagsCommand } from './tags-command.js';
 import { UserError } from './user-error.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const packageRoot = path.resolve(here, '..', '..', '..');
-/** The bundled sample export served when no directory or config is given. */
-export const SAMPLE_EXPORT = path.join(packageRoot, 'sample', 'root');
+export { SAMPLE_EXPORT };
 
 function version(): string {
   try {
@@ -128,6 +126,7 @@ export function buildProgram(): Command {
   // Admin commands for tagged trees (issue 4), each in its own file.
   program.addCommand(tagsCommand());
   program.addCommand(tagCommandDefinition());
+  program.addCommand(resolveCommandDefinition());
   program.addCommand(importSnapshotsCommand());
   // A usage mistake (unknown flag, missing argument) is an admin mistake too: status 2, as ours.
   for (const cmd of [program, ...program.commands]) {

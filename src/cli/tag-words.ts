@@ -50,6 +50,6 @@ export const RULE_WORDS: Readonly<Record<Rule, string>> = {
   always: "rule 8 (ALWAYS): this client's own variant, made on first create",
   cow: 'rule 9 (COW): the master for reading; the first change copies it to this client\'s variant',
   master: 'rule 10: the master (no variant for this client)',
-  create: 'nothing there; a create by this client makes its own variant (CREATE marker)',
+  create: 'nothing there yet (a CREATE marker applies)',
   none: 'nothing there (NFS3ERR_NOENT)',
 };
