@@ -203,11 +203,11 @@ export class Remapper {
   }
 
   /**
-   * The index of the directory at `rel`: the most recent one we have without a stat (handle
-   * checks run on every call), else read now.
+   * The index of the directory at `rel`. `fresh` false: the most recent one we have, without a
+   * stat (handle checks run on every call; a refusal is re-checked fresh); true: validated now.
    */
-  private async indexAt(store: ExportStore, rel: string): Promise<{ entry: IndexEntry; dir: FsNode | null }> {
-    const ino = this.state(store).byRel.get(rel);
+  private async indexAt(store: ExportStore, rel: string, fresh: boolean): Promise<{ entry: IndexEntry; dir: FsNode | null }> {
+    const ino = fresh ? undefined : this.state(store).byRel.get(rel);
     if (ino !== undefined) {
       const cached = this.indexes.get(ino);
       if (cached !== undefined && cached.store === store) {
@@ -340,7 +340,8 @@ export class Remapper {
     if (!change && !this.state(store).cowDirs.has(dirRel)) return node;
     const scope = this.scope(store, policy, dirRel);
     if (!Remapper.covers(scope, name) || name.includes('$$')) return node;
-    const { entry, dir } = await this.indexAt(store, dirRel);
+    // Copy-ups change the directory: COW decisions always use its current index.
+    const { entry, dir } = await this.indexAt(store, dirRel, true);
     const g = entry.index.groups.get(name);
     if ((g?.cow ?? entry.index.cow) === null) return node;
     const r = this.resolve(entry.index, name, client);
@@ -371,15 +372,19 @@ export class Remapper {
       const c = comps[i];
       const parsed = c.includes('$$') ? parseEntryName(c) : null;
       if (parsed !== null && Remapper.covers(this.scope(store, policy, dirRel), parsed.base)) {
-        const { entry } = await this.indexAt(store, dirRel);
-        const r = this.resolve(entry.index, parsed.base, client);
-        if (r.read !== c && r.cow !== c) {
+        if (!(await this.resolvesTo(store, dirRel, parsed.base, c, client, false)) && !(await this.resolvesTo(store, dirRel, parsed.base, c, client, true))) {
           this.stats.refusedHandles++;
           throw new NfsError(NfsStat.STALE, 'variant of another client');
         }
       }
       dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
     }
+  }
+
+  private async resolvesTo(store: ExportStore, dirRel: string, base: string, entryName: string, client: ClientView, fresh: boolean): Promise<boolean> {
+    const { entry } = await this.indexAt(store, dirRel, fresh);
+    const r = this.resolve(entry.index, base, client);
+    return r.read === entryName || r.cow === entryName;
   }
 
   // ---- copy-on-write -------------------------------------------------------------------------
