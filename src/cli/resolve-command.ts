@@ -4,11 +4,12 @@
  * run when a node sees the wrong file. It reads the directories as they are now and applies the
  * remap engine's own rules (src/remap/resolve.ts) to them; nothing here decides a rule itself.
  */
-import type fs from 'node:fs';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { ExportTable, loadExportsFile, type ExportEntry, type HostNameResolver } from '../mount/exports.js';
 import { buildTagIndex, clientView, resolveName, type ClientView, type Resolution, type TagIndex } from '../remap/resolve.js';
+import { parseHostsText } from '../remap/identity.js';
 import { hasTag, normalizeIp, parseEntryName } from '../remap/tags.js';
 import { lstat, readdir, readlink } from '../store/fsops.js';
 import { entryKind } from './copy-tree.js';
@@ -30,7 +31,8 @@ bundled sample export, that export.
 
 Each component of PATH is shown with the entry the client gets, the rule of
 cluster-tags.md that chose it, and the candidates that were passed over and why. HOST tags
-match only when --host is given (the server learns host names from its hosts file or DNS).
+match only when the host name is known: --host, or --hosts-file as given to 'serve' (the
+server falls back to reverse DNS, which this command does not ask).
 Exit status: 0 when the client sees something at PATH, 1 when it does not, 2 for a mistake.
 
 Examples:
@@ -40,6 +42,7 @@ Examples:
 interface ResolveOptions {
   ip: string;
   host?: string;
+  hostsFile: string[];
   uid: string;
   gid: string;
   root?: string;
@@ -99,7 +102,22 @@ function fixedHost(host: string | null): HostNameResolver {
   return { reverse: async () => host, cached: () => host };
 }
 
-async function findScope(pathArg: string, opts: ResolveOptions, ip: string): Promise<Scope> {
+/** The client's host name as the server learns it from --hosts-file (hosts or DHCP leases). */
+function hostFromFiles(ip: string, files: string[]): string | null {
+  for (const f of files) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch (err) {
+      throw new UserError(`cannot read hosts file ${f}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    const name = parseHostsText(text).get(ip);
+    if (name !== undefined) return name;
+  }
+  return null;
+}
+
+async function findScope(pathArg: string, opts: ResolveOptions, ip: string, host: string | null): Promise<Scope> {
   if (opts.root !== undefined && opts.config !== undefined) throw new UserError('give either --root or --config, not both');
   if (opts.config !== undefined) {
     const entries = await loadExportsFile(opts.config);
@@ -120,7 +138,7 @@ async function findScope(pathArg: string, opts: ResolveOptions, ip: string): Pro
       entry = entries[0];
       components = clientPath(pathArg);
     }
-    const table = new ExportTable(entries, { resolver: fixedHost(opts.host ?? null) });
+    const table = new ExportTable(entries, { resolver: fixedHost(host) });
     const o = await table.clientOptions(entry, ip);
     return {
       root: entry.realPath,
@@ -193,8 +211,9 @@ export async function resolveCommand(pathArg: string, opts: ResolveOptions): Pro
     if (!/^\d{1,10}$/.test(v) || Number(v) > 0xffffffff) throw new UserError(`--${flag} ${v}: not a numeric id`);
     return Number(v);
   };
-  const view = clientView(ip, opts.host ?? null, id('uid', opts.uid), id('gid', opts.gid));
-  const scope = await findScope(pathArg, opts, ip);
+  const host = opts.host ?? hostFromFiles(ip, opts.hostsFile);
+  const view = clientView(ip, host, id('uid', opts.uid), id('gid', opts.gid));
+  const scope = await findScope(pathArg, opts, ip, host);
   // The command line is text; directory entries are byte strings (non-UTF-8 names survive).
   scope.components = scope.components.map(toByteString);
   if (scope.cluster?.subtrees) scope.cluster.subtrees = scope.cluster.subtrees.map((t) => t.map(toByteString));
@@ -287,7 +306,7 @@ export async function resolveCommand(pathArg: string, opts: ResolveOptions): Pro
     return;
   }
   const out: string[] = [];
-  out.push(`client ${ip}, host ${view.host ?? '(unknown: HOST tags cannot match; give --host)'}, uid ${view.uid}, gid ${view.gid}`);
+  out.push(`client ${ip}, host ${view.host ?? '(unknown: HOST tags cannot match; give --host or --hosts-file)'}, uid ${view.uid}, gid ${view.gid}`);
   out.push(`${scope.how}; remapping ${remappingText}`);
   out.push(`/  the export root: never remapped`);
   for (const s of steps) {
@@ -309,7 +328,8 @@ export function resolveCommandDefinition(): Command {
     .description('show what one client sees at PATH and why: the entry chosen per path component, the rule that chose it, and the candidates passed over')
     .argument('<PATH>', 'a path inside the export on this machine, or as the node sees it')
     .requiredOption('--ip <A>', "the client's address")
-    .option('--host <H>', "the client's host name (HOST tags match only when given)")
+    .option('--host <H>', "the client's host name (HOST tags match only when it is known)")
+    .option('--hosts-file <FILE>', "look the host name up in a hosts or DHCP leases file, as 'serve --hosts-file' does; repeatable", (f: string, all: string[]) => [...all, f], [] as string[])
     .option('--uid <U>', 'the AUTH_SYS uid of the call (UID tags)', '0')
     .option('--gid <G>', 'the AUTH_SYS gid of the call (GID tags)', '0')
     .option('--root <DIR>', 'the exported directory (remapping on everywhere)')
