@@ -6,6 +6,7 @@
  * seeing its own content and none of the others' (cluster-tags.md, "Migrating from per-node
  * snapshot directories"). --dry-run and a refused import change nothing.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { NfsStat } from '../../src/nfs/constants.js';
 import type { ClusterNfsServer } from '../../src/server/server.js';
 import { expectUserError, runCli } from '../helpers/cli-run.js';
 import { mountSession, quickExport, startServer, type Session } from '../helpers/inproc-server.js';
+import { CLI } from '../helpers/server-process.js';
 
 const NODES = [
   { name: 'node1', ip: '127.0.0.21' },
@@ -142,6 +144,21 @@ describe('import-snapshots', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^imported 4 node\(s\) into /);
     expect(r.stdout).toMatch(/^total\s+20\s+12\s+4\s+0\s/m);
+    // Not a terminal: no progress bar frames in a log.
+    expect(r.stderr).not.toContain('importing [');
+  });
+
+  it('draws a progress bar on a terminal (script(1) gives it a pty)', () => {
+    const root2 = path.join(work, 'root-tty');
+    fs.mkdirSync(path.join(root2, 'etc'), { recursive: true });
+    const cmd = [process.execPath, CLI, 'import-snapshots', snapshot, root2, '--nodes', nodesFile].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(0);
+    // This root has no var: each node's var becomes one tagged directory (11 entries a node).
+    expect(r.stdout).toMatch(/importing \[[^\]]*\] \d+\/44 entries/);
+    expect(r.stdout).toMatch(/^total\s+20\s+20\s+4\s+0\s/m);
+    expect(fs.readFileSync(path.join(root2, `var$$IP=${NODES[0].ip}$$`, 'log', 'messages'), 'utf8')).toBe('boot log of node1\n');
+    expect(fs.readFileSync(path.join(root2, 'etc', `hostname$$IP=${NODES[0].ip}$$`), 'utf8')).toBe('node1\n');
   });
 
   it('makes per-file variants in directories the root has, and whole tagged directories where it has none', () => {
