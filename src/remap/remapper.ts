@@ -71,9 +71,6 @@ interface IndexEntry {
   mtimeMs: number;
   ctimeMs: number;
   index: TagIndex;
-  /** The listing the index was built from, by raw name (for fileids and cookies). */
-  byName: Map<string, ListingEntry>;
-  dotEntries: ListingEntry[];
   /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
   views: Map<string, ViewEntry[]>;
 }
@@ -184,15 +181,10 @@ export class Remapper {
       return cached;
     }
     this.stats.index.misses++;
-    const listing = await store.listing(dir);
-    const byName = new Map<string, ListingEntry>();
-    const dotEntries: ListingEntry[] = [];
-    for (const e of listing.entries) {
-      if (e.name === '.' || e.name === '..') dotEntries.push(e);
-      else byName.set(e.name, e);
-    }
-    const index = buildTagIndex(byName.keys());
-    const entry: IndexEntry = { store, mtimeMs: listing.mtimeMs, ctimeMs: listing.ctimeMs, index, byName, dotEntries, views: new Map() };
+    // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
+    // over /usr/lib must not stat thousands of files).
+    const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map() };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
@@ -308,10 +300,15 @@ export class Remapper {
     const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
     let view = entry.views.get(key);
     if (view !== undefined) return view;
+    const byName = new Map<string, ListingEntry>();
+    for (const e of (await store.listing(dir)).entries) byName.set(e.name, e);
     view = [];
-    for (const e of entry.dotEntries) view.push({ ...e, raw: e.name });
+    for (const dot of ['.', '..']) {
+      const e = byName.get(dot);
+      if (e !== undefined) view.push({ ...e, raw: dot });
+    }
     for (const v of visibleBases(entry.index, client!, (b) => Remapper.covers(scope, b))) {
-      const raw = entry.byName.get(v.entry);
+      const raw = byName.get(v.entry);
       if (raw === undefined) continue;
       if (v.base === v.entry) view.push({ ...raw, raw: raw.name });
       else {
@@ -336,8 +333,10 @@ export class Remapper {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
     if (node.rel.includes('$$')) await this.checkTaggedPath(store, policy, node.rel, client);
     if (node.stats.isDirectory()) return node;
+    const cowDirs = this.state(store).cowDirs;
+    if (!change && cowDirs.size === 0) return node;
     const { dir: dirRel, name } = parentOf(node.rel);
-    if (!change && !this.state(store).cowDirs.has(dirRel)) return node;
+    if (!change && !cowDirs.has(dirRel)) return node;
     const scope = this.scope(store, policy, dirRel);
     if (!Remapper.covers(scope, name) || name.includes('$$')) return node;
     // Copy-ups change the directory: COW decisions always use its current index.
