@@ -144,10 +144,33 @@ export class NfsProgram {
   // ---- common steps -------------------------------------------------------------------------
 
   /**
+   * target() for the cache-hit path, without a promise: null when any step would have to wait
+   * (an uncached object, an asynchronous client check, a remap check that needs the tag index)
+   * or fail; target() then does it all again. Whatever target() checks, this must check too.
+   */
+  private targetCached(call: RpcCall, fh: Buffer): Target | null {
+    const fields = decodeHandle(fh);
+    if (fields === null) return null;
+    const exp = this.exports.get(fields.fsid);
+    if (exp === undefined) return null;
+    const policy = this.authorize(exp, call.sink.address);
+    if (policy === null || policy instanceof Promise || (policy.secure && call.sink.port >= 1024)) return null;
+    let node = exp.store.resolveCached(fields);
+    if (node === null) return null;
+    const client = this.clientView(call, policy);
+    if (client !== null) {
+      node = this.remap.checkHandleSync(exp.store, policy, node, client);
+      if (node === null) return null;
+    }
+    return { exp, policy, id: effectiveIdentity(call.cred, policy), node, client };
+  }
+
+  /**
    * Handle → export → client check → validated object → this client's view of it (variant
    * handles of other clients are STALE; `change` copies a COW master up first). Throws NfsError.
+   * `probed`: targetCached() just missed, so the store's cache need not be asked again.
    */
-  private async target(call: RpcCall, fh: Buffer, change = false): Promise<Target> {
+  private async target(call: RpcCall, fh: Buffer, change = false, probed = false): Promise<Target> {
     const fields = decodeHandle(fh);
     if (fields === null) throw new NfsError(NfsStat.BADHANDLE, 'not one of our handles');
     const exp = this.exports.get(fields.fsid);
@@ -155,10 +178,15 @@ export class NfsProgram {
     const policy = await this.authorize(exp, call.sink.address);
     if (policy === null) throw new NfsError(NfsStat.ACCES, `client not in the export list of ${exp.path}`);
     if (policy.secure && call.sink.port >= 1024) throw new NfsError(NfsStat.ACCES, `unprivileged source port ${call.sink.port} on a secure export`);
-    let node = await exp.store.resolve(fields);
-    const client = policy.cluster === true && policy.clusterAdmin !== true ? this.identities.view(call.sink.address, call.cred.uid, call.cred.gid) : null;
+    let node = await (probed ? exp.store.resolveMiss(fields) : exp.store.resolve(fields));
+    const client = this.clientView(call, policy);
     if (client !== null) node = await this.remap.checkHandle(exp.store, policy, node, client, change);
     return { exp, policy, id: effectiveIdentity(call.cred, policy), node, client };
+  }
+
+  /** Who is asking, when this export remaps names for this client (not for cluster_admin hosts). */
+  private clientView(call: RpcCall, policy: ClientPolicy): ClientView | null {
+    return policy.cluster === true && policy.clusterAdmin !== true ? this.identities.view(call.sink.address, call.cred.uid, call.cred.gid) : null;
   }
 
   /** Answers a failure: status plus the procedure's resfail arm (attributes when known). */
@@ -232,17 +260,27 @@ export class NfsProgram {
 
   // ---- procedures ---------------------------------------------------------------------------
 
-  private async getattr(call: RpcCall): Promise<void> {
+  // GETATTR and ACCESS answer a cache hit synchronously: no promise on the getattr storm's path.
+  private getattr(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.getattrMiss(call, fh);
+    this.replyGetattr(call, t);
+  }
+
+  private async getattrMiss(call: RpcCall, fh: Buffer): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const w = call.beginReply(96);
-      w.u32(NfsStat.OK);
-      writeFattr(w, t.node.stats, t.exp.fsid);
-      call.send();
+      this.replyGetattr(call, await this.target(call, fh, false, true));
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyGetattr(call: RpcCall, t: Target): void {
+    const w = call.beginReply(96);
+    w.u32(NfsStat.OK);
+    writeFattr(w, t.node.stats, t.exp.fsid);
+    call.send();
   }
 
   private async lookup(call: RpcCall): Promise<void> {
@@ -269,18 +307,26 @@ export class NfsProgram {
     }
   }
 
-  private async access(call: RpcCall): Promise<void> {
+  private access(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const asked = call.args.u32();
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.accessMiss(call, fh, asked);
+    this.replyAccess(call, t, asked);
+  }
+
+  private async accessMiss(call: RpcCall, fh: Buffer, asked: number): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const writable = !t.policy.ro;
-      const w = this.okWithAttrs(call, t, 128);
-      w.u32(accessMask(t.node.stats, t.id, asked, writable));
-      call.send();
+      this.replyAccess(call, await this.target(call, fh, false, true), asked);
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyAccess(call: RpcCall, t: Target, asked: number): void {
+    const w = this.okWithAttrs(call, t, 128);
+    w.u32(accessMask(t.node.stats, t.id, asked, !t.policy.ro));
+    call.send();
   }
 
   private async readlink(call: RpcCall): Promise<void> {

@@ -352,6 +352,18 @@ export class Remapper {
     return node;
   }
 
+  /**
+   * checkHandle() without a promise, for the cache-hit path: the node itself when no remap rule
+   * can apply to it, null when checkHandle() must decide (a tagged path, a COW directory).
+   * Whatever makes checkHandle() do work must make this return null.
+   */
+  checkHandleSync(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): FsNode | null {
+    if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
+    if (node.rel.includes('$$')) return null;
+    if (node.stats.isDirectory()) return node;
+    return this.state(store).cowDirs.has(parentOf(node.rel).dir) ? null : node;
+  }
+
   private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
     const comps = rel.split('/');
     let dirRel = '';

@@ -11,6 +11,8 @@ import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
 import { NfsProgram, type NfsExport } from '../nfs/program.js';
 import { RpcDispatcher } from '../rpc/dispatch.js';
 import { ReplyCache } from '../rpc/reply-cache.js';
+import { ConnectionGuard, DEFAULT_LIMITS, LimitHits, type ServerLimits } from '../rpc/limits.js';
+import { registerLimitMetrics } from '../metrics/limits.js';
 import { PortmapRegistry } from '../rpc/portmap.js';
 import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registrar.js';
 import { TcpTransport } from '../rpc/tcp.js';
@@ -19,6 +21,7 @@ import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
 import { ClientIdentities } from '../remap/identity.js';
 import { Remapper } from '../remap/remapper.js';
+import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
 
@@ -36,6 +39,12 @@ export interface ServerConfig {
   metricsPort?: number | null;
   /** Hosts or DHCP-leases files giving client host names for HOST tags (else reverse DNS). */
   hostsFiles?: string[];
+  /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
+  cache?: Partial<CacheOptions>;
+  /** Per-client series on /metrics (capped at this many clients); 0 = none. */
+  metricsPerClient?: number;
+  /** Overrides of the protection limits (src/rpc/limits.ts); the rest keep their defaults. */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface ListeningPorts {
@@ -97,7 +106,7 @@ export class ClusterNfsServer {
     const served: NfsExport[] = [];
     for (const entry of cfg.exports) {
       const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
-      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir, cache: cfg.cache });
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
@@ -125,6 +134,8 @@ export class ClusterNfsServer {
       d.observer = metrics;
     }
 
+    const guard = new ConnectionGuard({ ...DEFAULT_LIMITS, ...cfg.limits }, new LimitHits());
+    registerLimitMetrics(metrics.registry, guard);
     const transports: (TcpTransport | UdpTransport)[] = [];
     const closers: (() => Promise<void>)[] = [];
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
@@ -132,8 +143,8 @@ export class ClusterNfsServer {
       return t;
     };
     try {
-      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
-      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
+      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch, guard)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
+      const mount = await listenBoth(opened(new TcpTransport(mountDispatch, guard)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
       let portmapper: PortmapperService | null = null;
       if (cfg.portmapPort !== null) {
         const registry = new PortmapRegistry();
