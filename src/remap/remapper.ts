@@ -361,7 +361,8 @@ export class Remapper {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
     if (node.rel.includes('$$')) return null;
     if (node.stats.isDirectory()) return node;
-    return this.state(store).cowDirs.has(parentOf(node.rel).dir) ? null : node;
+    const cowDirs = this.state(store).cowDirs;
+    return cowDirs.size > 0 && cowDirs.has(parentOf(node.rel).dir) ? null : node;
   }
 
   private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
@@ -421,9 +422,11 @@ export class Remapper {
     } else {
       throw new NfsError(NfsStat.ACCES, 'copy-on-write works on files and symlinks');
     }
-    // The copy is the master as it was: exact owner (not the directory's setgid group), mode, times.
-    node = await store.setattr(node, { mode: null, uid: st.uid, gid: st.gid, size: null, atime: null, mtime: null });
-    node = await store.setattr(node, { mode: st.isSymbolicLink() ? null : st.mode & 0o7777, uid: null, gid: null, size: null, atime: st.atimeMs / 1000, mtime: st.mtimeMs / 1000 });
+    // The copy is the master as it is now (reading it may have moved its atime): exact owner (not
+    // the directory's setgid group), mode, times.
+    const now = (await store.restat(master)).stats;
+    node = await store.setattr(node, { mode: null, uid: now.uid, gid: now.gid, size: null, atime: null, mtime: null });
+    node = await store.setattr(node, { mode: now.isSymbolicLink() ? null : now.mode & 0o7777, uid: null, gid: null, size: null, atime: now.atimeMs / 1000, mtime: now.mtimeMs / 1000 });
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');
     return node;
