@@ -83,7 +83,15 @@ interface StoreState {
   byRel: Map<string, number>;
   /** Directories whose index has a COW marker: a master handle there may follow a client to its variant. */
   cowDirs: Set<string>;
-  scopes: Map<string, Scope>;
+  /** A handle's path → its tagged components (paths repeat; parse each once). */
+  taggedPaths: Map<string, TaggedComponent[]>;
+}
+
+/** A tagged component of a handle's path: entry `name` of base `base` in directory `dirRel`. */
+interface TaggedComponent {
+  dirRel: string;
+  base: string;
+  name: string;
 }
 
 export interface RemapperOptions {
@@ -112,6 +120,7 @@ export class Remapper {
   private readonly indexes: LRUCache<number, IndexEntry>;
   private readonly states = new Map<ExportStore, StoreState>();
   private readonly copying = new Map<string, Promise<FsNode>>();
+  private readonly scopes = new WeakMap<object, Map<string, Scope>>();
   private readonly maxIndexes: number;
 
   constructor(opts: RemapperOptions = {}) {
@@ -133,7 +142,7 @@ export class Remapper {
 
   private state(store: ExportStore): StoreState {
     let s = this.states.get(store);
-    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), scopes: new Map() }));
+    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), taggedPaths: new Map() }));
     return s;
   }
 
@@ -142,9 +151,10 @@ export class Remapper {
     if (policy.cluster !== true || policy.clusterAdmin === true) return null;
     const subtrees = policy.clusterSubtrees;
     if (subtrees === null || subtrees === undefined) return 'all';
-    const s = this.state(store);
-    const key = `${subtrees.map((t) => t.join('/')).join(':')}\0${dirRel}`;
-    let scope = s.scopes.get(key);
+    // Export options are frozen and shared, so the subtree list itself keys the memo.
+    let memo = this.scopes.get(subtrees);
+    if (memo === undefined) this.scopes.set(subtrees, (memo = new Map()));
+    let scope = memo.get(dirRel);
     if (scope !== undefined) return scope;
     // Whole path components, compared by base name: `var$$IP=..$$/log` is inside /var.
     const comps = dirRel === '' ? [] : dirRel.split('/').map(baseOf);
@@ -162,8 +172,8 @@ export class Remapper {
       names.add(t[comps.length]);
     }
     if (scope === null && names.size > 0) scope = names;
-    if (s.scopes.size > 4096) s.scopes.clear();
-    s.scopes.set(key, scope);
+    if (memo.size > 4096) memo.clear();
+    memo.set(dirRel, scope);
     return scope;
   }
 
@@ -359,32 +369,55 @@ export class Remapper {
    */
   checkHandleSync(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): FsNode | null {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
-    if (node.rel.includes('$$')) return null;
+    if (node.rel.includes('$$') && !this.taggedPathAllowedSync(store, policy, node.rel, client)) return null;
     if (node.stats.isDirectory()) return node;
     const cowDirs = this.state(store).cowDirs;
     return cowDirs.size > 0 && cowDirs.has(parentOf(node.rel).dir) ? null : node;
   }
 
-  private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
-    const comps = rel.split('/');
+  private taggedComponents(store: ExportStore, rel: string): TaggedComponent[] {
+    const memo = this.state(store).taggedPaths;
+    let out = memo.get(rel);
+    if (out !== undefined) return out;
+    out = [];
     let dirRel = '';
-    for (let i = 0; i < comps.length; i++) {
-      const c = comps[i];
+    for (const c of rel.split('/')) {
       const parsed = c.includes('$$') ? parseEntryName(c) : null;
-      if (parsed !== null && Remapper.covers(this.scope(store, policy, dirRel), parsed.base)) {
-        if (!(await this.resolvesTo(store, dirRel, parsed.base, c, client, false)) && !(await this.resolvesTo(store, dirRel, parsed.base, c, client, true))) {
-          this.stats.refusedHandles++;
-          throw new NfsError(NfsStat.STALE, 'variant of another client');
-        }
-      }
+      if (parsed !== null) out.push({ dirRel, base: parsed.base, name: c });
       dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
+    }
+    if (memo.size > this.maxIndexes) memo.clear();
+    memo.set(rel, out);
+    return out;
+  }
+
+  /** Every tagged component is what this client resolves to, by the indexes we hold (no stat). */
+  private taggedPathAllowedSync(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): boolean {
+    const byRel = this.state(store).byRel;
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      const ino = byRel.get(t.dirRel);
+      const entry = ino === undefined ? undefined : this.indexes.get(ino);
+      if (entry === undefined || entry.store !== store || !Remapper.selects(entry.index, t, client)) return false;
+    }
+    return true;
+  }
+
+  private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      // The index we hold first; a refusal is checked again against the directory as it is now.
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, false)).entry.index, t, client)) continue;
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, true)).entry.index, t, client)) continue;
+      this.stats.refusedHandles++;
+      throw new NfsError(NfsStat.STALE, 'variant of another client');
     }
   }
 
-  private async resolvesTo(store: ExportStore, dirRel: string, base: string, entryName: string, client: ClientView, fresh: boolean): Promise<boolean> {
-    const { entry } = await this.indexAt(store, dirRel, fresh);
-    const r = this.resolve(entry.index, base, client);
-    return r.read === entryName || r.cow === entryName;
+  /** Does this client resolve the component's base name to the component (or to it as its COW copy)? */
+  private static selects(index: TagIndex, t: TaggedComponent, client: ClientView): boolean {
+    const r = resolveName(index, t.base, client);
+    return r.read === t.name || r.cow === t.name;
   }
 
   // ---- copy-on-write -------------------------------------------------------------------------
