@@ -121,6 +121,7 @@ export class Remapper {
   private readonly states = new Map<ExportStore, StoreState>();
   private readonly copying = new Map<string, Promise<FsNode>>();
   private readonly scopes = new WeakMap<object, Map<string, Scope>>();
+  private readonly building = new Map<number, { store: ExportStore; mtimeMs: number; ctimeMs: number; entry: Promise<IndexEntry> }>();
   private readonly maxIndexes: number;
 
   constructor(opts: RemapperOptions = {}) {
@@ -191,6 +192,20 @@ export class Remapper {
       return cached;
     }
     this.stats.index.misses++;
+    // A boot storm asks for the same directory hundreds of times at once: read it once.
+    const pending = this.building.get(dir.ino);
+    if (pending !== undefined && pending.store === store && pending.mtimeMs === st.mtimeMs && pending.ctimeMs === st.ctimeMs) return pending.entry;
+    const build = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, entry: this.buildIndex(store, dir) };
+    this.building.set(dir.ino, build);
+    try {
+      return await build.entry;
+    } finally {
+      if (this.building.get(dir.ino) === build) this.building.delete(dir.ino);
+    }
+  }
+
+  private async buildIndex(store: ExportStore, dir: FsNode): Promise<IndexEntry> {
+    const st = dir.stats;
     // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
     // over /usr/lib must not stat thousands of files).
     const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
