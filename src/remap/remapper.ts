@@ -71,9 +71,6 @@ interface IndexEntry {
   mtimeMs: number;
   ctimeMs: number;
   index: TagIndex;
-  /** The listing the index was built from, by raw name (for fileids and cookies). */
-  byName: Map<string, ListingEntry>;
-  dotEntries: ListingEntry[];
   /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
   views: Map<string, ViewEntry[]>;
 }
@@ -86,7 +83,15 @@ interface StoreState {
   byRel: Map<string, number>;
   /** Directories whose index has a COW marker: a master handle there may follow a client to its variant. */
   cowDirs: Set<string>;
-  scopes: Map<string, Scope>;
+  /** A handle's path → its tagged components (paths repeat; parse each once). */
+  taggedPaths: Map<string, TaggedComponent[]>;
+}
+
+/** A tagged component of a handle's path: entry `name` of base `base` in directory `dirRel`. */
+interface TaggedComponent {
+  dirRel: string;
+  base: string;
+  name: string;
 }
 
 export interface RemapperOptions {
@@ -115,6 +120,8 @@ export class Remapper {
   private readonly indexes: LRUCache<number, IndexEntry>;
   private readonly states = new Map<ExportStore, StoreState>();
   private readonly copying = new Map<string, Promise<FsNode>>();
+  private readonly scopes = new WeakMap<object, Map<string, Scope>>();
+  private readonly building = new Map<number, { store: ExportStore; mtimeMs: number; ctimeMs: number; entry: Promise<IndexEntry> }>();
   private readonly maxIndexes: number;
 
   constructor(opts: RemapperOptions = {}) {
@@ -136,7 +143,7 @@ export class Remapper {
 
   private state(store: ExportStore): StoreState {
     let s = this.states.get(store);
-    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), scopes: new Map() }));
+    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), taggedPaths: new Map() }));
     return s;
   }
 
@@ -145,9 +152,10 @@ export class Remapper {
     if (policy.cluster !== true || policy.clusterAdmin === true) return null;
     const subtrees = policy.clusterSubtrees;
     if (subtrees === null || subtrees === undefined) return 'all';
-    const s = this.state(store);
-    const key = `${subtrees.map((t) => t.join('/')).join(':')}\0${dirRel}`;
-    let scope = s.scopes.get(key);
+    // Export options are frozen and shared, so the subtree list itself keys the memo.
+    let memo = this.scopes.get(subtrees);
+    if (memo === undefined) this.scopes.set(subtrees, (memo = new Map()));
+    let scope = memo.get(dirRel);
     if (scope !== undefined) return scope;
     // Whole path components, compared by base name: `var$$IP=..$$/log` is inside /var.
     const comps = dirRel === '' ? [] : dirRel.split('/').map(baseOf);
@@ -165,8 +173,8 @@ export class Remapper {
       names.add(t[comps.length]);
     }
     if (scope === null && names.size > 0) scope = names;
-    if (s.scopes.size > 4096) s.scopes.clear();
-    s.scopes.set(key, scope);
+    if (memo.size > 4096) memo.clear();
+    memo.set(dirRel, scope);
     return scope;
   }
 
@@ -184,15 +192,24 @@ export class Remapper {
       return cached;
     }
     this.stats.index.misses++;
-    const listing = await store.listing(dir);
-    const byName = new Map<string, ListingEntry>();
-    const dotEntries: ListingEntry[] = [];
-    for (const e of listing.entries) {
-      if (e.name === '.' || e.name === '..') dotEntries.push(e);
-      else byName.set(e.name, e);
+    // A boot storm asks for the same directory hundreds of times at once: read it once.
+    const pending = this.building.get(dir.ino);
+    if (pending !== undefined && pending.store === store && pending.mtimeMs === st.mtimeMs && pending.ctimeMs === st.ctimeMs) return pending.entry;
+    const build = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, entry: this.buildIndex(store, dir) };
+    this.building.set(dir.ino, build);
+    try {
+      return await build.entry;
+    } finally {
+      if (this.building.get(dir.ino) === build) this.building.delete(dir.ino);
     }
-    const index = buildTagIndex(byName.keys());
-    const entry: IndexEntry = { store, mtimeMs: listing.mtimeMs, ctimeMs: listing.ctimeMs, index, byName, dotEntries, views: new Map() };
+  }
+
+  private async buildIndex(store: ExportStore, dir: FsNode): Promise<IndexEntry> {
+    const st = dir.stats;
+    // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
+    // over /usr/lib must not stat thousands of files).
+    const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map() };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
@@ -308,10 +325,15 @@ export class Remapper {
     const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
     let view = entry.views.get(key);
     if (view !== undefined) return view;
+    const byName = new Map<string, ListingEntry>();
+    for (const e of (await store.listing(dir)).entries) byName.set(e.name, e);
     view = [];
-    for (const e of entry.dotEntries) view.push({ ...e, raw: e.name });
+    for (const dot of ['.', '..']) {
+      const e = byName.get(dot);
+      if (e !== undefined) view.push({ ...e, raw: dot });
+    }
     for (const v of visibleBases(entry.index, client!, (b) => Remapper.covers(scope, b))) {
-      const raw = entry.byName.get(v.entry);
+      const raw = byName.get(v.entry);
       if (raw === undefined) continue;
       if (v.base === v.entry) view.push({ ...raw, raw: raw.name });
       else {
@@ -336,8 +358,10 @@ export class Remapper {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
     if (node.rel.includes('$$')) await this.checkTaggedPath(store, policy, node.rel, client);
     if (node.stats.isDirectory()) return node;
+    const cowDirs = this.state(store).cowDirs;
+    if (!change && cowDirs.size === 0) return node;
     const { dir: dirRel, name } = parentOf(node.rel);
-    if (!change && !this.state(store).cowDirs.has(dirRel)) return node;
+    if (!change && !cowDirs.has(dirRel)) return node;
     const scope = this.scope(store, policy, dirRel);
     if (!Remapper.covers(scope, name) || name.includes('$$')) return node;
     // Copy-ups change the directory: COW decisions always use its current index.
@@ -360,31 +384,55 @@ export class Remapper {
    */
   checkHandleSync(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): FsNode | null {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
-    if (node.rel.includes('$$')) return null;
+    if (node.rel.includes('$$') && !this.taggedPathAllowedSync(store, policy, node.rel, client)) return null;
     if (node.stats.isDirectory()) return node;
-    return this.state(store).cowDirs.has(parentOf(node.rel).dir) ? null : node;
+    const cowDirs = this.state(store).cowDirs;
+    return cowDirs.size > 0 && cowDirs.has(parentOf(node.rel).dir) ? null : node;
+  }
+
+  private taggedComponents(store: ExportStore, rel: string): TaggedComponent[] {
+    const memo = this.state(store).taggedPaths;
+    let out = memo.get(rel);
+    if (out !== undefined) return out;
+    out = [];
+    let dirRel = '';
+    for (const c of rel.split('/')) {
+      const parsed = c.includes('$$') ? parseEntryName(c) : null;
+      if (parsed !== null) out.push({ dirRel, base: parsed.base, name: c });
+      dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
+    }
+    if (memo.size > this.maxIndexes) memo.clear();
+    memo.set(rel, out);
+    return out;
+  }
+
+  /** Every tagged component is what this client resolves to, by the indexes we hold (no stat). */
+  private taggedPathAllowedSync(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): boolean {
+    const byRel = this.state(store).byRel;
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      const ino = byRel.get(t.dirRel);
+      const entry = ino === undefined ? undefined : this.indexes.get(ino);
+      if (entry === undefined || entry.store !== store || !Remapper.selects(entry.index, t, client)) return false;
+    }
+    return true;
   }
 
   private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
-    const comps = rel.split('/');
-    let dirRel = '';
-    for (let i = 0; i < comps.length; i++) {
-      const c = comps[i];
-      const parsed = c.includes('$$') ? parseEntryName(c) : null;
-      if (parsed !== null && Remapper.covers(this.scope(store, policy, dirRel), parsed.base)) {
-        if (!(await this.resolvesTo(store, dirRel, parsed.base, c, client, false)) && !(await this.resolvesTo(store, dirRel, parsed.base, c, client, true))) {
-          this.stats.refusedHandles++;
-          throw new NfsError(NfsStat.STALE, 'variant of another client');
-        }
-      }
-      dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      // The index we hold first; a refusal is checked again against the directory as it is now.
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, false)).entry.index, t, client)) continue;
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, true)).entry.index, t, client)) continue;
+      this.stats.refusedHandles++;
+      throw new NfsError(NfsStat.STALE, 'variant of another client');
     }
   }
 
-  private async resolvesTo(store: ExportStore, dirRel: string, base: string, entryName: string, client: ClientView, fresh: boolean): Promise<boolean> {
-    const { entry } = await this.indexAt(store, dirRel, fresh);
-    const r = this.resolve(entry.index, base, client);
-    return r.read === entryName || r.cow === entryName;
+  /** Does this client resolve the component's base name to the component (or to it as its COW copy)? */
+  private static selects(index: TagIndex, t: TaggedComponent, client: ClientView): boolean {
+    const r = resolveName(index, t.base, client);
+    return r.read === t.name || r.cow === t.name;
   }
 
   // ---- copy-on-write -------------------------------------------------------------------------
@@ -422,9 +470,11 @@ export class Remapper {
     } else {
       throw new NfsError(NfsStat.ACCES, 'copy-on-write works on files and symlinks');
     }
-    // The copy is the master as it was: exact owner (not the directory's setgid group), mode, times.
-    node = await store.setattr(node, { mode: null, uid: st.uid, gid: st.gid, size: null, atime: null, mtime: null });
-    node = await store.setattr(node, { mode: st.isSymbolicLink() ? null : st.mode & 0o7777, uid: null, gid: null, size: null, atime: st.atimeMs / 1000, mtime: st.mtimeMs / 1000 });
+    // The copy is the master as it is now (reading it may have moved its atime): exact owner (not
+    // the directory's setgid group), mode, times.
+    const now = (await store.restat(master)).stats;
+    node = await store.setattr(node, { mode: null, uid: now.uid, gid: now.gid, size: null, atime: null, mtime: null });
+    node = await store.setattr(node, { mode: now.isSymbolicLink() ? null : now.mode & 0o7777, uid: null, gid: null, size: null, atime: now.atimeMs / 1000, mtime: now.mtimeMs / 1000 });
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');
     return node;

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateMode, NfsStat } from '../../src/nfs/constants.js';
+import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
+import { Nfs3Client } from '../../src/client/nfs3-client.js';
+import { RpcClient } from '../../src/client/rpc-client.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
 
@@ -64,6 +66,12 @@ beforeAll(async () => {
   put('srv/data/file', 'shared srv\n');
   put('srv$$IP=127.0.0.11$$/data/file', 'srv of 11\n');
   put('scratch/keep', 'k\n');
+  put('run/$$ALWAYS=IP$$', '');
+  put('run/pid', 'master pid\n');
+  put('tmp/$$CREATE=CLIENT$$', '');
+  put('home/profile', 'everyone\n');
+  put('home/profile$$UID=1000$$', 'uid 1000\n');
+  put('home/profile$$GID=2000$$', 'gid 2000\n');
   fs.writeFileSync(path.join(work, 'hosts'), '127.0.0.11 n11.cluster n11\n127.0.0.12 n12\n# no name for .13\n');
   const exports = parseExports(
     `${root} 127.0.0.1(rw,no_root_squash,insecure,cluster,cluster_admin) 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`,
@@ -269,6 +277,48 @@ describe('writes under markers', () => {
     expect(fs.existsSync(path.join(root, 'var/spool/messages$$IP=127.0.0.12$$'))).toBe(false);
     expect(await cat(nodes[1], 'var/spool/messages')).toBe('master log\n');
     expect(fs.readFileSync(path.join(root, 'var/spool/messages'), 'utf8')).toBe('master log\n');
+  });
+
+  it('$$ALWAYS=IP$$: the node\'s variant even when only the master exists, so a create lands there', async () => {
+    const run = await fhOf(nodes[0], 'run');
+    expect((await nodes[0].nfs.lookup(run, 'pid')).status).toBe(NfsStat.NOENT);
+    expect(await names(nodes[0], 'run')).toEqual([]);
+    const c = await nodes[0].nfs.create(run, 'pid', { mode: 0o644 }, CreateMode.GUARDED);
+    expect(c.status).toBe(NfsStat.OK);
+    await nodes[0].nfs.write(c.fh!, 0, Buffer.from('4242\n'));
+    expect(fs.readFileSync(path.join(root, 'run/pid$$IP=127.0.0.11$$'), 'utf8')).toBe('4242\n');
+    expect(fs.readFileSync(path.join(root, 'run/pid'), 'utf8')).toBe('master pid\n');
+    expect(await cat(nodes[0], 'run/pid')).toBe('4242\n');
+    expect(await cat(nodes[0], 'run/pid$$$$')).toBe('master pid\n');
+  });
+
+  it('MKDIR, SYMLINK and MKNOD under a $$CREATE=CLIENT$$ marker make CLIENT variants', async () => {
+    const tmp = await fhOf(nodes[1], 'tmp');
+    expect((await nodes[1].nfs.mkdir(tmp, 'd', { mode: 0o755 })).status).toBe(NfsStat.OK);
+    expect((await nodes[1].nfs.symlink(tmp, 'l', 'd')).status).toBe(NfsStat.OK);
+    expect((await nodes[1].nfs.mknod(tmp, 'fifo', FType.FIFO, { mode: 0o600 })).status).toBe(NfsStat.OK);
+    expect(fs.readdirSync(path.join(root, 'tmp')).sort()).toEqual(['$$CREATE=CLIENT$$', 'd$$CLIENT$$', 'fifo$$CLIENT$$', 'l$$CLIENT$$']);
+    expect(fs.lstatSync(path.join(root, 'tmp/fifo$$CLIENT$$')).isFIFO()).toBe(true);
+    // CLIENT variants serve any client.
+    expect(await names(nodes[2], 'tmp')).toEqual(['d', 'fifo', 'l']);
+    expect((await nodes[2].nfs.rmdir(tmp, 'd')).status).toBe(NfsStat.OK);
+    expect(fs.existsSync(path.join(root, 'tmp/d$$CLIENT$$'))).toBe(false);
+  });
+
+  it('UID and GID variants follow the call\'s AUTH_SYS credentials', async () => {
+    const as = async (uid: number, gid: number) => {
+      const rpc = await RpcClient.connect({ host: '127.0.0.1', port: server.ports.nfs, localAddress: '127.0.0.14', auth: { uid, gid, gids: [] } });
+      try {
+        const nfs = new Nfs3Client(rpc);
+        const l = await nfs.lookupPath(other.root, 'home/profile');
+        return (await nfs.readAll(l.fh!)).data.toString();
+      } finally {
+        await rpc.close();
+      }
+    };
+    expect(await as(1000, 100)).toBe('uid 1000\n');
+    expect(await as(1001, 2000)).toBe('gid 2000\n');
+    expect(await as(1001, 100)).toBe('everyone\n');
   });
 
   it('the masters are unchanged afterwards', () => {
