@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { ExportTable, loadExportsFile, type ExportEntry, type HostNameResolver } from '../mount/exports.js';
 import { buildTagIndex, clientView, resolveName, type ClientView, type Resolution, type TagIndex } from '../remap/resolve.js';
 import { parseHostsText } from '../remap/identity.js';
-import { hasTag, normalizeIp, parseEntryName } from '../remap/tags.js';
+import { hasTag, masterOf, normalizeIp, parseEntryName } from '../remap/tags.js';
 import { lstat, readdir, readlink } from '../store/fsops.js';
 import { entryKind } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
@@ -244,7 +244,9 @@ export async function resolveCommand(pathArg: string, opts: ResolveOptions): Pro
     }
     const step: Step = { path: shown, chosen: null, why: '', candidates: [], markers: [] };
     steps.push(step);
-    const remapped = scope.cluster.on && !scope.cluster.admin && covers(scope.cluster.subtrees, dirComps, name);
+    // A raw tagged name is judged by its base, as the engine does: `etc$$IP=..$$` is inside /etc.
+    const base = parseEntryName(name)?.base ?? masterOf(name) ?? name;
+    const remapped = scope.cluster.on && !scope.cluster.admin && covers(scope.cluster.subtrees, dirComps, base);
     if (!remapped) {
       step.chosen = names.includes(name) ? name : null;
       step.why =

@@ -155,6 +155,12 @@ describe('clusternfs resolve: where remapping applies', () => {
     const var7 = resolve(['/var/log/messages', '--config', conf, '--ip', '10.0.0.7'], 1);
     expect(var7.steps[0]).toMatchObject({ chosen: 'var', why: expect.stringMatching(/outside the export's cluster= subtrees/) });
 
+    // Raw tagged names are judged by their base: inside /etc unreachable, outside /etc plain names.
+    const rawIn = resolve(['/etc/hostname$$IP=10.0.0.7$$', '--config', conf, '--ip', '10.0.0.7'], 1);
+    expect(rawIn.steps[1].why).toMatch(/raw tagged name/);
+    const rawOut = resolve(['/var$$IP=10.0.0.7$$/log/messages', '--config', conf, '--ip', '10.0.0.7']);
+    expect(rawOut.steps[0]).toMatchObject({ chosen: 'var$$IP=10.0.0.7$$', why: expect.stringMatching(/outside the export's cluster= subtrees/) });
+
     const admin = resolve([path.join(root, 'etc', 'hostname'), '--config', conf, '--ip', '10.0.0.8']);
     expect(admin.export.remapping).toBe('cluster_admin');
     expect(outcome(admin)).toEqual(['etc/hostname', expect.stringMatching(/cluster_admin clients see raw names/)]);

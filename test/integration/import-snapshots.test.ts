@@ -161,6 +161,19 @@ describe('import-snapshots', () => {
     expect(fs.readFileSync(path.join(root2, 'etc', `hostname$$IP=${NODES[0].ip}$$`), 'utf8')).toBe('node1\n');
   });
 
+  it('--by host writes HOST tags that the node matches by its host name', () => {
+    const root3 = path.join(work, 'root-host');
+    fs.mkdirSync(path.join(root3, 'etc'), { recursive: true });
+    const r = runCli(['import-snapshots', snapshot, root3, '--nodes', nodesFile, '--by', 'host']);
+    expect(r.code).toBe(0);
+    for (const n of NODES) {
+      expect(fs.readFileSync(path.join(root3, 'etc', `hostname$$HOST=${n.name}$$`), 'utf8')).toBe(`${n.name}\n`);
+    }
+    const j = JSON.parse(runCli(['resolve', '/etc/hostname', '--root', root3, '--ip', '10.9.9.9', '--host', 'node3', '--json']).stdout) as { result: { entry: string } };
+    expect(path.basename(j.result.entry)).toBe('hostname$$HOST=node3$$');
+    expectUserError(runCli(['import-snapshots', snapshot, root3, '--nodes', nodesFile, '--by', 'mac']), /argument 'mac' is invalid/);
+  });
+
   it('makes per-file variants in directories the root has, and whole tagged directories where it has none', () => {
     for (const n of NODES) {
       const files = nodeFiles(n.name);
