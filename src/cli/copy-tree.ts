@@ -104,6 +104,17 @@ export async function copyEntry(src: string, dest: string, st: fs.Stats, counts:
   return true;
 }
 
+/** lstat, or null when nothing is there (ENOENT, or a path through a non-directory). */
+export async function lstatOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw err;
+  }
+}
+
 /** Removes an entry without following symlinks (a directory with its contents): for --force. */
 export async function removeEntry(path: string): Promise<void> {
   await fsp.rm(toFsPath(path), { recursive: true, force: true });

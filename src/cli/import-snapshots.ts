@@ -15,7 +15,7 @@ import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { hasTag, parseTag, shortHostName, taggedName, type Tag } from '../remap/tags.js';
 import { lstat, readdir } from '../store/fsops.js';
-import { copyEntry, emptyCounts, entryKind, removeEntry, type CopyCounts, type EntryKind } from './copy-tree.js';
+import { copyEntry, emptyCounts, entryKind, lstatOrNull, removeEntry, type CopyCounts, type EntryKind } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
 import { loadNodesFile, type NodeEntry } from './nodes-file.js';
 import { formatTable, humanBytes } from './table.js';
@@ -78,14 +78,6 @@ interface NodePlan {
   skipped: { path: string; why: string }[];
 }
 
-async function lstatOrNull(p: string): Promise<fs.Stats | null> {
-  try {
-    return await lstat(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-}
 
 async function requireDirectory(p: string, what: string): Promise<string> {
   const abs = path.resolve(p);

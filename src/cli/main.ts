@@ -182,6 +182,12 @@ async function main(): Promise<void> {
       process.stderr.write(`clusternfs: ${err.message}\n`);
       process.exit(2);
     }
+    // A file-system refusal met by an admin command (EACCES, EROFS, ENOSPC) is clear without a trace.
+    const sys = err as NodeJS.ErrnoException;
+    if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
+      process.stderr.write(`clusternfs: ${sys.message}\n`);
+      process.exit(1);
+    }
     throw err;
   }
 }

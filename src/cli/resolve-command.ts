@@ -12,7 +12,7 @@ import { buildTagIndex, clientView, resolveName, type ClientView, type Resolutio
 import { parseHostsText } from '../remap/identity.js';
 import { hasTag, masterOf, normalizeIp, parseEntryName } from '../remap/tags.js';
 import { lstat, readdir, readlink } from '../store/fsops.js';
-import { entryKind } from './copy-tree.js';
+import { entryKind, lstatOrNull } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
 import { HOST_NAME } from './nodes-file.js';
 import { SAMPLE_EXPORT } from './package-paths.js';
@@ -195,13 +195,6 @@ function markerWords(index: TagIndex): string[] {
   });
 }
 
-async function lstatOrNull(p: string): Promise<fs.Stats | null> {
-  try {
-    return await lstat(p);
-  } catch {
-    return null;
-  }
-}
 
 export async function resolveCommand(pathArg: string, opts: ResolveOptions): Promise<void> {
   const ip = normalizeIp(opts.ip);

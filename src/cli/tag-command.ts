@@ -10,8 +10,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { Command } from 'commander';
 import { hasTag, parseTag, taggedName, type Tag } from '../remap/tags.js';
-import { lchown, lstat, lutimes, rename, toFsPath } from '../store/fsops.js';
-import { copyEntry, emptyCounts, removeEntry } from './copy-tree.js';
+import { lchown, lutimes, rename, toFsPath } from '../store/fsops.js';
+import { copyEntry, emptyCounts, lstatOrNull, removeEntry } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
 import { HOST_NAME } from './nodes-file.js';
 import { servesWords } from './tag-words.js';
@@ -76,15 +76,6 @@ function ipTag(text: string): Tag {
   return tag;
 }
 
-async function lstatOrNull(p: string): Promise<fs.Stats | null> {
-  try {
-    return await lstat(p);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw err;
-  }
-}
 
 async function contentFromOptions(opts: TagOptions): Promise<Buffer | 'master'> {
   const sources = (['fromMaster', 'content', 'fromFile', 'empty'] as const).filter((k) => opts[k] !== undefined && opts[k] !== false);
