@@ -9,15 +9,18 @@
  * - `lookup(store, policy, dir, name, client)`: LOOKUP. Raw tagged names and markers are NOENT;
  *   `.` and `..` are never remapped.
  * - `newName(..., mode)`: the name a create-type procedure makes or replaces (CREATE, MKDIR,
- *   SYMLINK, MKNOD, LINK's new name: 'create'; CREATE UNCHECKED: 'open', which copies a COW
- *   master up first; RENAME's target: 'replace'). A name containing a tag is NFS3ERR_ACCES.
+ *   SYMLINK, MKNOD, LINK's new name: 'create'; RENAME's target: 'replace'). A name containing a
+ *   tag is NFS3ERR_ACCES.
  * - `existingName(...)`: the entry REMOVE, RMDIR and RENAME's source act on.
  * - `listing(...)`: READDIR/READDIRPLUS entries: each base name once, as this client resolves it,
  *   with the resolved entry's fileid and the base name's stable cookie; `rawName(e)` gives the
  *   entry a READDIRPLUS child lookup must use.
- * - `checkHandle(store, policy, node, client, change)`: a handle of a variant is honoured only for
+ * - `checkHandle(store, policy, node, client)`: a handle of a variant is honoured only for
  *   clients that resolve to it (else NFS3ERR_STALE); a COW master's handle follows this client to
- *   its variant, and with `change` set the first change copies the master up (copy-on-write).
+ *   its variant once there is one. `checkHandleSync` is the same without a promise, or null.
+ * - `beforeChange(...)`: for WRITE/SETATTR once allowed: the first change of a COW master copies
+ *   it up (copy-on-write) and goes to the copy; `keepFileid` keeps the handle's fileid on the
+ *   fresh attributes of the copy.
  * - `stats`: tag-index cache hits/misses/evictions/size, resolutions by rule, copy-ups, refused
  *   variant handles; plain numbers for the metrics code to read.
  *
@@ -100,6 +103,18 @@ export interface RemapperOptions {
 }
 
 const VIEW_LIMIT = 256;
+
+/** Stats shown under another object's fileid (the COW master's), by the object they stand for. */
+const shownFileid = new WeakMap<object, number>();
+
+function underFileid(node: FsNode, fileid: number): FsNode {
+  if (node.stats.ino === fileid) return node;
+  // Everything else (size, mode, times, is*()) reads through to the real attributes.
+  const stats = Object.create(node.stats, { ino: { value: fileid, enumerable: true } }) as FsNode['stats'];
+  shownFileid.set(stats, fileid);
+  return { ...node, stats };
+}
+
 const COPY_CHUNK = 1024 * 1024;
 
 function parentOf(rel: string): { dir: string; name: string } {
@@ -279,11 +294,12 @@ export class Remapper {
   }
 
   /**
-   * The name a create-type procedure makes: 'create' fails on an existing entry (the store says
-   * EXIST), 'replace' (RENAME's target) replaces what this client sees, or its COW variant,
-   * 'open' (CREATE UNCHECKED) copies a COW master up first so the open lands on the copy.
+   * The name a create-type procedure makes: 'create' names what exists for this client if
+   * anything (the store then says EXIST, or CREATE UNCHECKED opens it; a change of a COW master
+   * then goes through beforeChange), 'replace' (RENAME's target) replaces what this client sees,
+   * or its COW variant.
    */
-  async newName(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null, mode: 'create' | 'replace' | 'open'): Promise<string> {
+  async newName(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null, mode: 'create' | 'replace'): Promise<string> {
     if (hasTag(name) && client !== null) {
       const scope = this.scope(store, policy, dir.rel);
       if (scope !== null && Remapper.covers(scope, baseOf(name))) throw new NfsError(NfsStat.ACCES, 'names with tags are not for clients');
@@ -291,16 +307,8 @@ export class Remapper {
     const res = await this.resolveIn(store, policy, dir, name, client, NfsStat.ACCES);
     if (res === null) return name;
     const r = res.r;
-    if (r.cow !== null && r.read !== null) {
-      if (mode === 'replace') return r.cow;
-      if (mode === 'open') {
-        const master = await store.lookup(dir, r.read);
-        if (master.stats.isFile()) {
-          await this.copyUp(store, dir, master, r.cow);
-          return r.cow;
-        }
-      }
-    }
+    // RENAME over a COW name replaces this client's view of it: its own variant, not the master.
+    if (mode === 'replace' && r.cow !== null && r.read !== null) return r.cow;
     return r.read ?? r.create;
   }
 
@@ -354,27 +362,64 @@ export class Remapper {
    * entry this client resolves to (else STALE); a COW master's handle goes to the client's
    * variant once there is one, and `change` makes that variant (copy-up) before the change.
    */
-  async checkHandle(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null, change: boolean): Promise<FsNode> {
+  async checkHandle(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): Promise<FsNode> {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
     if (node.rel.includes('$$')) await this.checkTaggedPath(store, policy, node.rel, client);
     if (node.stats.isDirectory()) return node;
     const cowDirs = this.state(store).cowDirs;
-    if (!change && cowDirs.size === 0) return node;
+    if (cowDirs.size === 0 || !cowDirs.has(parentOf(node.rel).dir)) return node;
+    return this.copyOnWrite(store, policy, node, client, false);
+  }
+
+  /**
+   * Where a change (WRITE, SETATTR) of `node` — already allowed by the permission checks — goes:
+   * for the master of a COW name, the client's variant, copied up now if it does not exist yet.
+   * The result keeps the handle's fileid (see keepFileid).
+   */
+  async beforeChange(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): Promise<FsNode> {
+    if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true || node.stats.isDirectory()) return node;
+    const dirRel = parentOf(node.rel).dir;
+    const s = this.state(store);
+    // An index we hold without COW markers answers without a stat; a directory we have not seen
+    // since a restart is read, so an old handle's writes still go copy-on-write.
+    const ino = s.byRel.get(dirRel);
+    if (!s.cowDirs.has(dirRel) && ino !== undefined && this.indexes.peek(ino)?.store === store) return node;
+    return this.copyOnWrite(store, policy, node, client, true);
+  }
+
+  private async copyOnWrite(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView, change: boolean): Promise<FsNode> {
     const { dir: dirRel, name } = parentOf(node.rel);
-    if (!change && !cowDirs.has(dirRel)) return node;
-    const scope = this.scope(store, policy, dirRel);
-    if (!Remapper.covers(scope, name) || name.includes('$$')) return node;
+    if (!Remapper.covers(this.scope(store, policy, dirRel), name) || name.includes('$$')) return node;
     // Copy-ups change the directory: COW decisions always use its current index.
     const { entry, dir } = await this.indexAt(store, dirRel, true);
     const g = entry.index.groups.get(name);
     if ((g?.cow ?? entry.index.cow) === null) return node;
     const r = this.resolve(entry.index, name, client);
+    let variant: FsNode;
     if (r.read !== null && r.read !== name) {
       // Copied up earlier: this client's requests on the master's handle go to its variant.
-      return store.lookup(dir ?? (await this.dirAt(store, dirRel)), r.read);
+      variant = await store.lookup(dir ?? (await this.dirAt(store, dirRel)), r.read);
+    } else if (change && r.rule === 'cow' && r.cow !== null) {
+      variant = await this.copyUp(store, dir ?? (await this.dirAt(store, dirRel)), node, r.cow);
+    } else {
+      return node;
     }
-    if (change && r.rule === 'cow' && r.cow !== null) return this.copyUp(store, dir ?? (await this.dirAt(store, dirRel)), node, r.cow);
-    return node;
+    return underFileid(variant, node.stats.ino);
+  }
+
+  /**
+   * `after` (fresh attributes of a changed object) shown under the fileid `before` was shown
+   * under: a kernel client marks an inode stale when its fileid changes, so the COW variant
+   * reached through the master's handle keeps the master's fileid.
+   */
+  keepFileid(before: FsNode, after: FsNode): FsNode {
+    const id = shownFileid.get(before.stats);
+    return id === undefined ? after : underFileid(after, id);
+  }
+
+  /** The node under its own fileid (undoes keepFileid), for replies that carry its own handle (CREATE). */
+  unmasked(node: FsNode): FsNode {
+    return shownFileid.has(node.stats) ? { ...node, stats: Object.getPrototypeOf(node.stats) as FsNode['stats'] } : node;
   }
 
   /**

@@ -230,8 +230,21 @@ describe('writes under markers', () => {
   it('$$COW=IP$$: reads see the master until the first write, which copies it up; the handle stays valid', async () => {
     const h = await fhOf(nodes[0], 'var/spool/messages');
     expect(await cat(nodes[0], 'var/spool/messages')).toBe('master log\n');
+    const masterIno = fs.statSync(path.join(root, 'var/spool/messages')).ino;
+    // A caller the master's mode does not let write changes nothing and copies nothing.
+    const rpc = await RpcClient.connect({ host: '127.0.0.1', port: server.ports.nfs, localAddress: '127.0.0.11', auth: { uid: 4321, gid: 4321, gids: [] } });
+    try {
+      expect((await new Nfs3Client(rpc).write(h, 0, Buffer.from('x'))).status).toBe(NfsStat.ACCES);
+    } finally {
+      await rpc.close();
+    }
+    expect(fs.existsSync(path.join(root, 'var/spool/messages$$IP=127.0.0.11$$'))).toBe(false);
     const w = await nodes[0].nfs.write(h, 11, Buffer.from('node 11 line\n'));
     expect(w.status).toBe(NfsStat.OK);
+    // The reply's attributes are the copy's, under the handle's fileid (a kernel client marks an
+    // inode whose fileid changes stale).
+    expect(w.wcc.after!.size).toBe(24);
+    expect(w.wcc.after!.fileid).toBe(masterIno);
     const variantPath = path.join(root, 'var/spool/messages$$IP=127.0.0.11$$');
     // Before anything reads the copy (reading moves atime).
     const vst = fs.statSync(variantPath);
@@ -245,8 +258,10 @@ describe('writes under markers', () => {
     // The same handle now reads the variant for node 11 …
     const r = await nodes[0].nfs.readAll(h);
     expect(r.data.toString()).toBe('master log\nnode 11 line\n');
-    expect(r.fileAttr!.fileid).toBe(vst.ino);
-    expect((await nodes[0].nfs.getattr(h)).attr!.fileid).toBe(vst.ino);
+    expect(r.fileAttr!.fileid).toBe(masterIno);
+    expect(r.fileAttr!.size).toBe(vst.size);
+    expect((await nodes[0].nfs.getattr(h)).attr!.fileid).toBe(masterIno);
+    expect((await nodes[0].nfs.getattr(h)).attr!.size).toBe(vst.size);
     // … a fresh LOOKUP gives the variant, and others still see the master.
     expect((await nodes[0].nfs.lookupPath(nodes[0].root, 'var/spool/messages')).objAttr!.fileid).toBe(vst.ino);
     expect(await cat(nodes[1], 'var/spool/messages')).toBe('master log\n');
