@@ -78,7 +78,7 @@ function spec(name: string, o: BenchOptions, img: Image): WorkloadSpec {
     case 'read-1m':
       return { ...base, kind: 'read', depth: 1, file: img.bigFile, ioBytes: 1024 * 1024 };
     case 'write-small':
-      return { ...base, kind: 'write', depth: 1, file: img.writeDir, ioBytes: 4096 };
+      return { ...base, kind: 'write', file: img.writeDir, ioBytes: 4096 };
     case 'mem-1m':
       return { ...base, kind: 'touch-many', durationMs: 600_000, dirs: img.manyDirs, filesPerDir: img.filesPerManyDir };
     default:
@@ -375,7 +375,7 @@ async function main(): Promise<void> {
     .option('--nodes <N>', 'simulated nodes (default 64; 16 with --quick)', Number)
     .option('--duration <S>', 'seconds per timed workload (default 10; 1.5 with --quick)', Number)
     .option('--workers <N>', 'load-generating processes per server', Number, 2)
-    .option('--depth <N>', 'calls each node keeps outstanding in flat-out workloads', Number, 2)
+    .option('--depth <N>', 'calls each node keeps outstanding in flat-out GETATTR/LOOKUP/WRITE workloads (a booting kernel client had up to 11)', Number, 4)
     .option('--servers <LIST>', 'clusternfs,ganesha', list, ['clusternfs', 'ganesha'])
     .addOption(new Option('--workloads <LIST>', `comma-separated, from: ${ALL_WORKLOADS.join(', ')}`).argParser(list))
     .option('--out <DIR>', 'results directory', path.join(REPO, 'bench', 'results'))
