@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import { Histogram } from './histogram.js';
 import { generateImage, type Image } from './image.js';
@@ -114,20 +115,26 @@ class Cleanup {
   }
 }
 
+/** One bar per workload and server, on stderr and only on a terminal (cli-progress checks). */
 class Progress {
-  private readonly tty: boolean;
-  constructor(enabled: boolean) {
-    this.tty = enabled && process.stderr.isTTY === true;
-  }
+  private bar: cliProgress.SingleBar | null = null;
+  constructor(private readonly enabled: boolean) {}
+
   show(label: string, elapsedS: number, totalS: number, ops: number): void {
-    if (!this.tty) return;
-    const width = 30;
-    const f = Math.max(0, Math.min(1, elapsedS / totalS));
-    const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '.');
-    process.stderr.write(`\r[${bar}] ${label.padEnd(36)} ${elapsedS.toFixed(1).padStart(5)}s ${ops.toLocaleString('en-US').padStart(11)} ops `);
+    if (!this.enabled) return;
+    if (this.bar === null) {
+      this.bar = new cliProgress.SingleBar(
+        { format: '[{bar}] {label} {elapsed}s {ops} ops', stream: process.stderr, hideCursor: true, clearOnComplete: true },
+        cliProgress.Presets.legacy,
+      );
+      this.bar.start(totalS, 0, { label: label.padEnd(36), elapsed: '0.0', ops: '0' });
+    }
+    this.bar.update(Math.min(elapsedS, totalS), { elapsed: elapsedS.toFixed(1), ops: ops.toLocaleString('en-US') });
   }
+
   clear(): void {
-    if (this.tty) process.stderr.write(`\r${' '.repeat(100)}\r`);
+    this.bar?.stop();
+    this.bar = null;
   }
 }
 
@@ -280,7 +287,7 @@ export async function runBench(o: BenchOptions): Promise<{ report: Report; dir: 
   const cleanup = new Cleanup();
   cleanup.keep = o.keep;
   cleanup.install();
-  const progress = new Progress(o.progress);
+  const progress = new Progress(o.progress && process.stderr.isTTY === true);
   const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const runDir = path.join(o.out, startedAt.replace(/[:]/g, '-'));
   fs.mkdirSync(runDir, { recursive: true });
@@ -297,7 +304,7 @@ export async function runBench(o: BenchOptions): Promise<{ report: Report; dir: 
       traces: [path.join(TRACE_DIR, 'boot-trace-minimal.jsonl'), path.join(TRACE_DIR, 'boot-trace-systemd.jsonl')],
       nodeAddresses: nodes,
       fillerFiles: o.quick ? 1500 : 4000,
-      bigFileBytes: (o.quick ? 64 : 512) * 1024 * 1024,
+      bigFileBytes: (o.quick ? 64 : 256) * 1024 * 1024,
       manyFiles: memFiles,
     });
     log(`image: ${img.files.toLocaleString('en-US')} files, ${(img.bytes / 1e6).toFixed(0)} MB${memFiles ? `, ${memFiles.toLocaleString('en-US')} empty files in mem/` : ''} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
