@@ -68,7 +68,8 @@ export class ClusterNfsServer {
   readonly ports: ListeningPorts;
   readonly exportTable: ExportTable;
   private readonly transports: (TcpTransport | UdpTransport)[];
-  private readonly stores: ExportStore[];
+  /** The exports' stores (their caches and counters: metrics, status page, tests). */
+  readonly stores: ExportStore[];
   /** Portmapper (unregisters from a system rpcbind) and metrics endpoint. */
   private readonly closers: (() => Promise<void>)[];
 
