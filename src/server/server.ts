@@ -37,6 +37,8 @@ export interface ServerConfig {
   cache?: Partial<CacheOptions>;
   /** Per-client series on /metrics (capped at this many clients); 0 = none. */
   metricsPerClient?: number;
+  /** Shown on the status page. */
+  version?: string;
 }
 
 export interface ListeningPorts {
@@ -106,12 +108,13 @@ export class ClusterNfsServer {
       return quick !== undefined ? quick : table.clientOptions(entry, address);
     };
 
-    const metrics = new ServerMetrics();
+    const metrics = new ServerMetrics({ perClient: cfg.metricsPerClient ?? 0 });
     const nfsDispatch = new RpcDispatcher();
     // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
     nfsDispatch.replyCache = new ReplyCache();
     metrics.watchReplyCache(nfsDispatch.replyCache);
-    const nfsProgram = new NfsProgram(served, authorize).program();
+    const nfs = new NfsProgram(served, authorize);
+    const nfsProgram = nfs.program();
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
@@ -122,7 +125,10 @@ export class ClusterNfsServer {
     }
 
     const transports: (TcpTransport | UdpTransport)[] = [];
-    const closers: (() => Promise<void>)[] = [];
+    const closers: (() => Promise<void>)[] = [async () => metrics.close()];
+    const connections = () => transports.reduce((n, t) => n + (t instanceof TcpTransport ? t.connections() : 0), 0);
+    metrics.watchServer([...stores.values()], nfs.errorReplies, connections);
+    metrics.setStatusSource({ version: cfg.version ?? 'unknown', exports: served, connections });
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
       transports.push(t);
       return t;

@@ -108,6 +108,9 @@ export class ExportStore {
   readonly listingCounters: CacheCounters;
   readonly watcher: DirWatcher;
   private readonly cacheOpts: CacheOptions;
+  /** Data bytes READ and WRITE moved (the metrics read them). */
+  bytesRead = 0;
+  bytesWritten = 0;
   /** Bumped by every change we see, per bucket of the parent directory's inode. */
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
   private walking: Promise<void> | null = null;
@@ -496,6 +499,7 @@ export class ExportStore {
       }
     });
     const data = got === want ? buf : buf.subarray(0, got);
+    this.bytesRead += got;
     return { data, eof: offset + got >= size || got < want };
   }
 
@@ -699,6 +703,7 @@ export class ExportStore {
       if (stable !== 0) await fsops.sync(fd, stable === 1);
     });
     this.invalidate(node.ino);
+    this.bytesWritten += written;
     return written;
   }
 
