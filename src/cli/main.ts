@@ -12,6 +12,7 @@ import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { DEFAULT_CACHE_OPTIONS } from '../cache/options.js';
+import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageRoot = path.resolve(here, '..', '..', '..');
@@ -45,7 +46,7 @@ function defaultStateDir(): string {
 
 class UserError extends Error {}
 
-interface ServeOptions {
+interface ServeOptions extends LimitOptions {
   config?: string;
   bind: string;
   nfsPort: number;
@@ -55,6 +56,7 @@ interface ServeOptions {
   metricsPort?: number;
   stateDir: string;
   logLevel: string;
+  hostsFile: string[];
   attrCacheEntries: number;
   attrCacheMb: number;
   listingCacheEntries: number;
@@ -84,6 +86,7 @@ async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<
 async function serve(dir: string | undefined, opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   const exports = await exportsFor(dir, opts);
+  for (const f of opts.hostsFile) if (!fs.existsSync(f)) throw new UserError(`hosts file ${f} does not exist`);
   const server = await ClusterNfsServer.start({
     exports,
     bind: opts.bind,
@@ -92,6 +95,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     portmapPort: opts.portmap ? opts.portmapPort : null,
     stateDir: opts.stateDir,
     metricsPort: opts.metricsPort ?? null,
+    hostsFiles: opts.hostsFile,
     cache: {
       attrEntries: Math.floor(opts.attrCacheEntries),
       attrBytes: opts.attrCacheMb * 1024 * 1024,
@@ -102,6 +106,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     },
     metricsPerClient: Math.floor(opts.metricsPerClient),
     version: version(),
+    limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -152,8 +157,10 @@ export function buildProgram(): Command {
     .option('--cache-ttl-ms <MS>', 'how long entries of directories that cannot be watched are trusted', positive, DEFAULT_CACHE_OPTIONS.ttlMs)
     .option('--metrics-per-client <N>', 'per-client series on /metrics for up to N clients (0: none)', (v) => (v === '0' ? 0 : positive(v)), 0)
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
+    .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  addLimitOptions(program.commands.find((c) => c.name() === 'serve')!);
   return program;
 }
 

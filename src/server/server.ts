@@ -11,12 +11,16 @@ import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
 import { NfsProgram, type NfsExport } from '../nfs/program.js';
 import { RpcDispatcher } from '../rpc/dispatch.js';
 import { ReplyCache } from '../rpc/reply-cache.js';
+import { ConnectionGuard, DEFAULT_LIMITS, LimitHits, type ServerLimits } from '../rpc/limits.js';
+import { registerLimitMetrics } from '../metrics/limits.js';
 import { PortmapRegistry } from '../rpc/portmap.js';
 import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registrar.js';
 import { TcpTransport } from '../rpc/tcp.js';
 import { UdpTransport } from '../rpc/udp.js';
 import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
+import { ClientIdentities } from '../remap/identity.js';
+import { Remapper } from '../remap/remapper.js';
 import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
@@ -33,12 +37,16 @@ export interface ServerConfig {
   stateDir: string | null;
   /** HTTP port for Prometheus /metrics; null serves none. */
   metricsPort?: number | null;
+  /** Hosts or DHCP-leases files giving client host names for HOST tags (else reverse DNS). */
+  hostsFiles?: string[];
   /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
   cache?: Partial<CacheOptions>;
   /** Per-client series on /metrics (capped at this many clients); 0 = none. */
   metricsPerClient?: number;
   /** Shown on the status page. */
   version?: string;
+  /** Overrides of the protection limits (src/rpc/limits.ts); the rest keep their defaults. */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface ListeningPorts {
@@ -69,6 +77,8 @@ async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, ho
 export class ClusterNfsServer {
   readonly ports: ListeningPorts;
   readonly exportTable: ExportTable;
+  /** Per-client remapping; its `stats` are plain numbers for the metrics code. */
+  readonly remapper: Remapper;
   private readonly transports: (TcpTransport | UdpTransport)[];
   /** The exports' stores (their caches and counters: metrics, status page, tests). */
   readonly stores: ExportStore[];
@@ -81,9 +91,11 @@ export class ClusterNfsServer {
     transports: (TcpTransport | UdpTransport)[],
     stores: ExportStore[],
     closers: (() => Promise<void>)[],
+    remapper: Remapper,
   ) {
     this.ports = ports;
     this.exportTable = table;
+    this.remapper = remapper;
     this.transports = transports;
     this.stores = stores;
     this.closers = closers;
@@ -113,8 +125,12 @@ export class ClusterNfsServer {
     // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
     nfsDispatch.replyCache = new ReplyCache();
     metrics.watchReplyCache(nfsDispatch.replyCache);
-    const nfs = new NfsProgram(served, authorize);
+    const remapper = new Remapper();
+    const identities = new ClientIdentities({ hostsFiles: cfg.hostsFiles ?? [] });
+    const nfs = new NfsProgram(served, authorize, undefined, { remapper, identities });
     const nfsProgram = nfs.program();
+    metrics.registerCache('tags', remapper.stats.index);
+    metrics.registerRemapStats(() => remapper.stats.rules);
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
@@ -124,6 +140,8 @@ export class ClusterNfsServer {
       d.observer = metrics;
     }
 
+    const guard = new ConnectionGuard({ ...DEFAULT_LIMITS, ...cfg.limits }, new LimitHits());
+    registerLimitMetrics(metrics.registry, guard);
     const transports: (TcpTransport | UdpTransport)[] = [];
     const closers: (() => Promise<void>)[] = [async () => metrics.close()];
     const connections = () => transports.reduce((n, t) => n + (t instanceof TcpTransport ? t.connections() : 0), 0);
@@ -134,8 +152,8 @@ export class ClusterNfsServer {
       return t;
     };
     try {
-      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
-      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
+      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch, guard)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
+      const mount = await listenBoth(opened(new TcpTransport(mountDispatch, guard)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
       let portmapper: PortmapperService | null = null;
       if (cfg.portmapPort !== null) {
         const registry = new PortmapRegistry();
@@ -158,7 +176,7 @@ export class ClusterNfsServer {
       const ports = { nfs, mount, portmap: portmapper?.port ?? null, metrics: metricsPort };
       log.info({ ...ports, portmapper: portmapper?.mode ?? 'none', exports: cfg.exports.map((e) => e.path) }, 'clusternfs serving');
       if (portmapper !== null) closers.push(() => portmapper!.close());
-      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers);
+      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers, remapper);
     } catch (err) {
       await Promise.all([...transports.map((t) => t.close()), ...closers.map((c) => c())]);
       throw err;

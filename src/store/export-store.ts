@@ -20,7 +20,7 @@ import { birthMicros, encodeHandle, type HandleFields } from '../nfs/filehandle.
 import * as fsops from './fsops.js';
 import { HandleIndex } from './handle-index.js';
 import { OpenFileCache } from './open-files.js';
-import { listingCookie } from './cookies.js';
+import { listingCookie, orderCookies } from './cookies.js';
 import { makeNode } from './mknod.js';
 import { AttrCache } from '../cache/attr-cache.js';
 import { newCounters, type CacheCounters } from '../cache/counters.js';
@@ -536,20 +536,7 @@ export class ExportStore {
         }
       }
     }
-    entries.sort((a, b) => a.cookieHi - b.cookieHi || a.cookieLo - b.cookieLo);
-    // Two names with the same 63-bit hash would share a cookie; nudge the later one so every
-    // cookie names exactly one position.
-    for (let i = 1; i < entries.length; i++) {
-      const p = entries[i - 1];
-      const e = entries[i];
-      if (e.cookieHi === p.cookieHi && e.cookieLo <= p.cookieLo) {
-        e.cookieLo = p.cookieLo + 1;
-        if (e.cookieLo > 0xffffffff) {
-          e.cookieLo = 0;
-          e.cookieHi = p.cookieHi + 1;
-        }
-      }
-    }
+    orderCookies(entries);
     const listing: DirListing = { mtimeMs: dir.stats.mtimeMs, ctimeMs: dir.stats.ctimeMs, entries };
     // A listing that raced with a change is served once, not kept.
     if (this.epochs[b] === epoch) this.listings.set(dir.ino, listing);
