@@ -113,6 +113,8 @@ export class ExportStore {
   bytesWritten = 0;
   /** Bumped by every change we see, per bucket of the parent directory's inode. */
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
+  /** lstats in flight by path, shared by the callers that miss meanwhile (see fill()). */
+  private readonly filling = new Map<string, { epoch: number; done: Promise<FsNode> }>();
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
   private readonly walkFreshMs: number;
@@ -249,8 +251,24 @@ export class ExportStore {
    * predate the change whose invalidation already happened). The parent is watched before the
    * lstat, so no change after the lstat can go unseen; a directory's own watch is added after
    * we learn it is one, so its attributes are read once more after that.
+   *
+   * Callers that miss at once (a boot storm asking for one file from 64 nodes) share one lstat,
+   * unless the directory changed since it started; restat() never shares (it must see our change).
    */
-  private async fill(rel: string, parent: number, parentRel: string): Promise<FsNode> {
+  private fill(rel: string, parent: number, parentRel: string): Promise<FsNode> {
+    const b = this.bucket(parent);
+    const running = this.filling.get(rel);
+    if (running !== undefined && running.epoch === this.epochs[b]) return running.done;
+    const entry = { epoch: this.epochs[b], done: this.fillNow(rel, parent, parentRel) };
+    this.filling.set(rel, entry);
+    const forget = () => {
+      if (this.filling.get(rel) === entry) this.filling.delete(rel);
+    };
+    entry.done.then(forget, forget);
+    return entry.done;
+  }
+
+  private async fillNow(rel: string, parent: number, parentRel: string): Promise<FsNode> {
     const watched = this.watchDir(parent, parentRel);
     const b = this.bucket(parent);
     const epoch = this.epochs[b];
@@ -529,10 +547,10 @@ export class ExportStore {
         entries.push({ name: batch[j], ino: st.ino, cookieHi: c.hi, cookieLo: c.lo });
         const birth = birthMicros(st.birthtimeMs);
         this.index.set(st.ino, birth, dir.ino, batch[j]);
-        // Subdirectories are not watched yet, so their own attributes are only trusted briefly.
-        if (this.epochs[b] === epoch) {
-          const trusted = watched && (!st.isDirectory() || this.watcher.isWatched(st.ino));
-          this.remember({ ino: st.ino, birth, rel: this.childRel(dir, batch[j]), stats: st }, trusted);
+        // A subdirectory's own attributes are only kept once it is watched (its first fill()
+        // watches it): its mtime changes with its entries, which only its own watch reports.
+        if (this.epochs[b] === epoch && (!st.isDirectory() || this.watcher.isWatched(st.ino))) {
+          this.remember({ ino: st.ino, birth, rel: this.childRel(dir, batch[j]), stats: st }, watched);
         }
       }
     }
@@ -554,7 +572,7 @@ export class ExportStore {
     this.invalidate(node.ino);
     const e = node.ino === this.rootIno ? undefined : this.index.get(node.ino);
     const parent = e?.parent ?? this.rootIno;
-    const fresh = await this.fill(node.rel, parent, node.ino === this.rootIno ? '' : parentPath(node.rel));
+    const fresh = await this.fillNow(node.rel, parent, node.ino === this.rootIno ? '' : parentPath(node.rel));
     return { ...node, stats: fresh.stats };
   }
 
