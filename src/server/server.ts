@@ -19,6 +19,9 @@ import { TcpTransport } from '../rpc/tcp.js';
 import { UdpTransport } from '../rpc/udp.js';
 import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
+import { ClientIdentities } from '../remap/identity.js';
+import { Remapper } from '../remap/remapper.js';
+import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
 
@@ -34,6 +37,12 @@ export interface ServerConfig {
   stateDir: string | null;
   /** HTTP port for Prometheus /metrics; null serves none. */
   metricsPort?: number | null;
+  /** Hosts or DHCP-leases files giving client host names for HOST tags (else reverse DNS). */
+  hostsFiles?: string[];
+  /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
+  cache?: Partial<CacheOptions>;
+  /** Per-client series on /metrics (capped at this many clients); 0 = none. */
+  metricsPerClient?: number;
   /** Overrides of the protection limits (src/rpc/limits.ts); the rest keep their defaults. */
   limits?: Partial<ServerLimits>;
 }
@@ -66,6 +75,8 @@ async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, ho
 export class ClusterNfsServer {
   readonly ports: ListeningPorts;
   readonly exportTable: ExportTable;
+  /** Per-client remapping; its `stats` are plain numbers for the metrics code. */
+  readonly remapper: Remapper;
   private readonly transports: (TcpTransport | UdpTransport)[];
   private readonly stores: ExportStore[];
   /** Portmapper (unregisters from a system rpcbind) and metrics endpoint. */
@@ -77,9 +88,11 @@ export class ClusterNfsServer {
     transports: (TcpTransport | UdpTransport)[],
     stores: ExportStore[],
     closers: (() => Promise<void>)[],
+    remapper: Remapper,
   ) {
     this.ports = ports;
     this.exportTable = table;
+    this.remapper = remapper;
     this.transports = transports;
     this.stores = stores;
     this.closers = closers;
@@ -93,7 +106,7 @@ export class ClusterNfsServer {
     const served: NfsExport[] = [];
     for (const entry of cfg.exports) {
       const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
-      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir, cache: cfg.cache });
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
@@ -109,7 +122,9 @@ export class ClusterNfsServer {
     // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
     nfsDispatch.replyCache = new ReplyCache();
     metrics.watchReplyCache(nfsDispatch.replyCache);
-    const nfsProgram = new NfsProgram(served, authorize).program();
+    const remapper = new Remapper();
+    const identities = new ClientIdentities({ hostsFiles: cfg.hostsFiles ?? [] });
+    const nfsProgram = new NfsProgram(served, authorize, undefined, { remapper, identities }).program();
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
@@ -152,7 +167,7 @@ export class ClusterNfsServer {
       const ports = { nfs, mount, portmap: portmapper?.port ?? null, metrics: metricsPort };
       log.info({ ...ports, portmapper: portmapper?.mode ?? 'none', exports: cfg.exports.map((e) => e.path) }, 'clusternfs serving');
       if (portmapper !== null) closers.push(() => portmapper!.close());
-      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers);
+      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers, remapper);
     } catch (err) {
       await Promise.all([...transports.map((t) => t.close()), ...closers.map((c) => c())]);
       throw err;
