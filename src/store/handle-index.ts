@@ -39,6 +39,8 @@ export class HandleIndex {
   private generation = 0;
   private readonly pathCache = new Map<number, { gen: number; rel: string }>();
   private readonly rootIno: number;
+  /** Length of the log up to its last whole record, as found when it was replayed. */
+  private validBytes = 0;
 
   private constructor(file: string | null, rootIno: number) {
     this.file = file;
@@ -55,6 +57,9 @@ export class HandleIndex {
     try {
       const data = await fsp.readFile(file);
       records = index.replay(data);
+      // A record torn by a crash must go before we append: replay stops at the first bad record,
+      // so everything appended after the torn bytes would be lost at the next restart.
+      if (index.validBytes < data.length) await fsp.truncate(file, index.validBytes);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -79,7 +84,8 @@ export class HandleIndex {
       off += HEADER + nameLen;
       records++;
     }
-    if (off !== data.length) log.warn({ file: this.file, at: off, size: data.length }, 'handle index log has a torn tail; ignored');
+    if (off !== data.length) log.warn({ file: this.file, at: off, size: data.length }, 'handle index log has a torn tail; cut off');
+    this.validBytes = off;
     return records;
   }
 
