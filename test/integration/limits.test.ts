@@ -178,9 +178,10 @@ describe('calls in flight', () => {
     sock.destroy();
     expect(seen.size).toBe(200);
     // NULL answers synchronously, so the limit only bites if something is slower; it must not
-    // have lost calls either way. GETATTR awaits the file system: pipeline those next.
+    // have lost calls either way. A cached GETATTR answers synchronously too, but FSSTAT always
+    // asks the file system (statfs): pipeline those next, so calls really wait in flight.
     const rpc = await RpcClient.connect({ host: '127.0.0.1', port: server.ports.nfs, localAddress: '127.0.0.3' });
-    const results = await Promise.all(Array.from({ length: 100 }, () => new Nfs3Client(rpc).getattr(s.root)));
+    const results = await Promise.all(Array.from({ length: 100 }, () => new Nfs3Client(rpc).fsstat(s.root)));
     expect(results.every((r) => r.status === NfsStat.OK)).toBe(true);
     await rpc.close();
     expect(await limitHits('calls_per_connection')).toBeGreaterThan(before);
