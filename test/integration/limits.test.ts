@@ -80,8 +80,8 @@ async function metric(name: string): Promise<number> {
 
 /** Waits (bounded) until the server has closed all but the session's two connections. */
 async function onlySessionLeft(): Promise<void> {
-  for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) !== 2; i++) await new Promise((r) => setTimeout(r, 50));
-  expect(await metric('clusternfs_tcp_connections')).toBe(2);
+  for (let i = 0; i < 100 && (await metric('clusternfs_connections')) !== 2; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await metric('clusternfs_connections')).toBe(2);
 }
 
 function nullCall(xid: number): Buffer {

@@ -131,8 +131,8 @@ describe('stalled clients', () => {
         sock.write(Buffer.from([0x80, 0x00])); // half a record mark, then nothing
         stalled.push(sock);
       }
-      for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) < STALLED + 2; i++) await sleep(100);
-      expect(await metric('clusternfs_tcp_connections')).toBeGreaterThanOrEqual(STALLED + 2);
+      for (let i = 0; i < 100 && (await metric('clusternfs_connections')) < STALLED + 2; i++) await sleep(100);
+      expect(await metric('clusternfs_connections')).toBeGreaterThanOrEqual(STALLED + 2);
 
       nullDuring = await p99Of(nullCall);
       getattrDuring = await p99Of(getattr);
@@ -148,8 +148,8 @@ describe('stalled clients', () => {
     } finally {
       for (const s of stalled) s.destroy();
     }
-    for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) > 2; i++) await sleep(100);
-    expect(await metric('clusternfs_tcp_connections')).toBe(2);
+    for (let i = 0; i < 100 && (await metric('clusternfs_connections')) > 2; i++) await sleep(100);
+    expect(await metric('clusternfs_connections')).toBe(2);
     // The baseline again without them: the machine is shared, and its noise right now is the
     // yardstick, so the worse of the two baselines is the one compared against.
     const nullAfter = await p99Of(nullCall);
