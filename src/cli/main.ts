@@ -11,6 +11,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
+import { DEFAULT_CACHE_OPTIONS } from '../cache/options.js';
+import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const packageRoot = path.resolve(here, '..', '..', '..');
@@ -31,6 +33,12 @@ function port(value: string): number {
   return n;
 }
 
+function positive(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('not a positive number');
+  return n;
+}
+
 function defaultStateDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/clusternfs';
   return path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'clusternfs');
@@ -38,7 +46,7 @@ function defaultStateDir(): string {
 
 class UserError extends Error {}
 
-interface ServeOptions {
+interface ServeOptions extends LimitOptions {
   config?: string;
   bind: string;
   nfsPort: number;
@@ -48,6 +56,14 @@ interface ServeOptions {
   metricsPort?: number;
   stateDir: string;
   logLevel: string;
+  hostsFile: string[];
+  attrCacheEntries: number;
+  attrCacheMb: number;
+  listingCacheEntries: number;
+  listingCacheMb: number;
+  watchMax: number;
+  cacheTtlMs: number;
+  metricsPerClient: number;
 }
 
 async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<ExportEntry[]> {
@@ -70,6 +86,7 @@ async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<
 async function serve(dir: string | undefined, opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   const exports = await exportsFor(dir, opts);
+  for (const f of opts.hostsFile) if (!fs.existsSync(f)) throw new UserError(`hosts file ${f} does not exist`);
   const server = await ClusterNfsServer.start({
     exports,
     bind: opts.bind,
@@ -78,6 +95,17 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     portmapPort: opts.portmap ? opts.portmapPort : null,
     stateDir: opts.stateDir,
     metricsPort: opts.metricsPort ?? null,
+    hostsFiles: opts.hostsFile,
+    cache: {
+      attrEntries: Math.floor(opts.attrCacheEntries),
+      attrBytes: opts.attrCacheMb * 1024 * 1024,
+      listingEntries: Math.floor(opts.listingCacheEntries),
+      listingBytes: opts.listingCacheMb * 1024 * 1024,
+      watchMax: Math.floor(opts.watchMax),
+      ttlMs: opts.cacheTtlMs,
+    },
+    metricsPerClient: Math.floor(opts.metricsPerClient),
+    limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -120,9 +148,18 @@ export function buildProgram(): Command {
     .option('--portmap-port <N>', 'portmapper port; if taken by a system rpcbind, our programs are registered with it', port, 111)
     .option('--no-portmap', 'neither serve nor register with a portmapper (clients must be given the ports)')
     .option('--metrics-port <N>', 'HTTP port for Prometheus /metrics', port)
+    .option('--attr-cache-entries <N>', 'most objects whose attributes are cached, per export', positive, DEFAULT_CACHE_OPTIONS.attrEntries)
+    .option('--attr-cache-mb <MB>', 'memory the attribute cache may use, per export', positive, DEFAULT_CACHE_OPTIONS.attrBytes / 1024 / 1024)
+    .option('--listing-cache-entries <N>', 'most directory listings cached, per export', positive, DEFAULT_CACHE_OPTIONS.listingEntries)
+    .option('--listing-cache-mb <MB>', 'memory the listing cache may use, per export', positive, DEFAULT_CACHE_OPTIONS.listingBytes / 1024 / 1024)
+    .option('--watch-max <N>', 'most directories watched with inotify; beyond it cached entries are revalidated after --cache-ttl-ms', positive, DEFAULT_CACHE_OPTIONS.watchMax)
+    .option('--cache-ttl-ms <MS>', 'how long entries of directories that cannot be watched are trusted', positive, DEFAULT_CACHE_OPTIONS.ttlMs)
+    .option('--metrics-per-client <N>', 'per-client series on /metrics for up to N clients (0: none)', (v) => (v === '0' ? 0 : positive(v)), 0)
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
+    .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
+  addLimitOptions(program.commands.find((c) => c.name() === 'serve')!);
   return program;
 }
 

@@ -18,6 +18,9 @@ import { isClientError, NfsError, toNfsStat } from './errors.js';
 import { encodeTime, writeFattr, writePostOpAttr, writeWcc } from './fattr.js';
 import { decodeHandle, FH_SIZE } from './filehandle.js';
 import { randomBytes } from 'node:crypto';
+import { ClientIdentities } from '../remap/identity.js';
+import { rawName, Remapper, type RemapPolicy } from '../remap/remapper.js';
+import type { ClientView } from '../remap/resolve.js';
 
 const log = componentLogger('nfs');
 
@@ -29,7 +32,7 @@ export interface NfsExport {
 }
 
 /** The options that apply to one client of one export. */
-export interface ClientPolicy extends SquashOptions {
+export interface ClientPolicy extends SquashOptions, RemapPolicy {
   ro: boolean;
   secure: boolean;
 }
@@ -61,6 +64,14 @@ interface Target {
   policy: ClientPolicy;
   id: Identity;
   node: FsNode;
+  /** Who is asking, for remapping; null when the export does not remap for this client. */
+  client: ClientView | null;
+}
+
+/** Per-client remapping of tagged names (src/remap): the resolver and where identities come from. */
+export interface ClusterSupport {
+  remapper: Remapper;
+  identities: ClientIdentities;
 }
 
 // Sizes used to honour READDIR count and READDIRPLUS dircount/maxcount exactly.
@@ -82,10 +93,15 @@ export class NfsProgram {
    */
   private readonly writeVerifier = randomBytes(8);
 
-  constructor(exports: NfsExport[], authorize: Authorizer, limits: NfsLimits = DEFAULT_NFS_LIMITS) {
+  private readonly remap: Remapper;
+  private readonly identities: ClientIdentities;
+
+  constructor(exports: NfsExport[], authorize: Authorizer, limits: NfsLimits = DEFAULT_NFS_LIMITS, cluster?: ClusterSupport) {
     for (const e of exports) this.exports.set(e.fsid, e);
     this.authorize = authorize;
     this.limits = limits;
+    this.remap = cluster?.remapper ?? new Remapper();
+    this.identities = cluster?.identities ?? new ClientIdentities();
   }
 
   program(): Program {
@@ -127,8 +143,34 @@ export class NfsProgram {
 
   // ---- common steps -------------------------------------------------------------------------
 
-  /** Handle → export → client check → validated object. Throws NfsError. */
-  private async target(call: RpcCall, fh: Buffer): Promise<Target> {
+  /**
+   * target() for the cache-hit path, without a promise: null when any step would have to wait
+   * (an uncached object, an asynchronous client check, a remap check that needs the tag index)
+   * or fail; target() then does it all again. Whatever target() checks, this must check too.
+   */
+  private targetCached(call: RpcCall, fh: Buffer): Target | null {
+    const fields = decodeHandle(fh);
+    if (fields === null) return null;
+    const exp = this.exports.get(fields.fsid);
+    if (exp === undefined) return null;
+    const policy = this.authorize(exp, call.sink.address);
+    if (policy === null || policy instanceof Promise || (policy.secure && call.sink.port >= 1024)) return null;
+    let node = exp.store.resolveCached(fields);
+    if (node === null) return null;
+    const client = this.clientView(call, policy);
+    if (client !== null) {
+      node = this.remap.checkHandleSync(exp.store, policy, node, client);
+      if (node === null) return null;
+    }
+    return { exp, policy, id: effectiveIdentity(call.cred, policy), node, client };
+  }
+
+  /**
+   * Handle → export → client check → validated object → this client's view of it (variant
+   * handles of other clients are STALE; `change` copies a COW master up first). Throws NfsError.
+   * `probed`: targetCached() just missed, so the store's cache need not be asked again.
+   */
+  private async target(call: RpcCall, fh: Buffer, change = false, probed = false): Promise<Target> {
     const fields = decodeHandle(fh);
     if (fields === null) throw new NfsError(NfsStat.BADHANDLE, 'not one of our handles');
     const exp = this.exports.get(fields.fsid);
@@ -136,8 +178,15 @@ export class NfsProgram {
     const policy = await this.authorize(exp, call.sink.address);
     if (policy === null) throw new NfsError(NfsStat.ACCES, `client not in the export list of ${exp.path}`);
     if (policy.secure && call.sink.port >= 1024) throw new NfsError(NfsStat.ACCES, `unprivileged source port ${call.sink.port} on a secure export`);
-    const node = await exp.store.resolve(fields);
-    return { exp, policy, id: effectiveIdentity(call.cred, policy), node };
+    let node = await (probed ? exp.store.resolveMiss(fields) : exp.store.resolve(fields));
+    const client = this.clientView(call, policy);
+    if (client !== null) node = await this.remap.checkHandle(exp.store, policy, node, client, change);
+    return { exp, policy, id: effectiveIdentity(call.cred, policy), node, client };
+  }
+
+  /** Who is asking, when this export remaps names for this client (not for cluster_admin hosts). */
+  private clientView(call: RpcCall, policy: ClientPolicy): ClientView | null {
+    return policy.cluster === true && policy.clusterAdmin !== true ? this.identities.view(call.sink.address, call.cred.uid, call.cred.gid) : null;
   }
 
   /** Answers a failure: status plus the procedure's resfail arm (attributes when known). */
@@ -175,9 +224,9 @@ export class NfsProgram {
     return call.args.opaque(NFS3_FHSIZE);
   }
 
-  /** A target that may be changed: the export is writable for this client. */
-  private async writableTarget(call: RpcCall, fh: Buffer): Promise<Target> {
-    const t = await this.target(call, fh);
+  /** A target that may be changed: the export is writable for this client; `change`: see target(). */
+  private async writableTarget(call: RpcCall, fh: Buffer, change = false): Promise<Target> {
+    const t = await this.target(call, fh, change);
     if (t.policy.ro) throw new NfsError(NfsStat.ROFS, 'export is read-only for this client');
     return t;
   }
@@ -211,17 +260,27 @@ export class NfsProgram {
 
   // ---- procedures ---------------------------------------------------------------------------
 
-  private async getattr(call: RpcCall): Promise<void> {
+  // GETATTR and ACCESS answer a cache hit synchronously: no promise on the getattr storm's path.
+  private getattr(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.getattrMiss(call, fh);
+    this.replyGetattr(call, t);
+  }
+
+  private async getattrMiss(call: RpcCall, fh: Buffer): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const w = call.beginReply(96);
-      w.u32(NfsStat.OK);
-      writeFattr(w, t.node.stats, t.exp.fsid);
-      call.send();
+      this.replyGetattr(call, await this.target(call, fh, false, true));
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyGetattr(call: RpcCall, t: Target): void {
+    const w = call.beginReply(96);
+    w.u32(NfsStat.OK);
+    writeFattr(w, t.node.stats, t.exp.fsid);
+    call.send();
   }
 
   private async lookup(call: RpcCall): Promise<void> {
@@ -236,7 +295,7 @@ export class NfsProgram {
       if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       checkLookupName(name);
       if (!maySearch(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no search permission');
-      const child = await t.exp.store.lookup(t.node, name);
+      const child = await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client);
       const w = call.beginReply(256);
       w.u32(NfsStat.OK);
       w.opaque(t.exp.store.handleOf(child));
@@ -248,18 +307,26 @@ export class NfsProgram {
     }
   }
 
-  private async access(call: RpcCall): Promise<void> {
+  private access(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const asked = call.args.u32();
+    const t = this.targetCached(call, fh);
+    if (t === null) return this.accessMiss(call, fh, asked);
+    this.replyAccess(call, t, asked);
+  }
+
+  private async accessMiss(call: RpcCall, fh: Buffer, asked: number): Promise<void> {
     try {
-      const t = await this.target(call, fh);
-      const writable = !t.policy.ro;
-      const w = this.okWithAttrs(call, t, 128);
-      w.u32(accessMask(t.node.stats, t.id, asked, writable));
-      call.send();
+      this.replyAccess(call, await this.target(call, fh, false, true), asked);
     } catch (err) {
       this.fail(call, err);
     }
+  }
+
+  private replyAccess(call: RpcCall, t: Target, asked: number): void {
+    const w = this.okWithAttrs(call, t, 128);
+    w.u32(accessMask(t.node.stats, t.id, asked, !t.policy.ro));
+    call.send();
   }
 
   private async readlink(call: RpcCall): Promise<void> {
@@ -324,8 +391,7 @@ export class NfsProgram {
       fsid = t.exp.fsid;
       if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       if (!mayRead(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no read permission on directory');
-      const listing = await t.exp.store.listing(t.node);
-      const entries = listing.entries;
+      const entries = await this.remap.listing(t.exp.store, t.policy, t.node, t.client);
       const start = firstAfter(entries, cookieHi, cookieLo);
       // Choose how many entries fit, counting each at its largest (attributes and handle present).
       let size = READDIR_FIXED;
@@ -349,7 +415,7 @@ export class NfsProgram {
         const slice = entries.slice(start, end);
         const maySee = maySearch(t.node.stats, t.id);
         children = await Promise.all(
-          slice.map((e) => (!maySee ? null : e.name === '.' ? t.node : t.exp.store.child(t.node, e.name))),
+          slice.map((e) => (!maySee ? null : e.name === '.' ? t.node : t.exp.store.child(t.node, rawName(e)))),
         );
       }
       const w = call.beginReply(size + 64);
@@ -433,7 +499,7 @@ export class NfsProgram {
     const guard = call.args.bool() ? { sec: call.args.u32(), nsec: call.args.u32() } : null;
     let before: fs.Stats | null = null;
     try {
-      const t = await this.writableTarget(call, fh);
+      const t = await this.writableTarget(call, fh, true);
       const st = t.node.stats;
       before = st;
       if (guard !== null) {
@@ -457,7 +523,7 @@ export class NfsProgram {
     let before: fs.Stats | null = null;
     try {
       if (stable > StableHow.FILE_SYNC) throw new XdrError(`stable_how ${stable}`);
-      const t = await this.writableTarget(call, fh);
+      const t = await this.writableTarget(call, fh, true);
       const st = t.node.stats;
       before = st;
       if (st.isDirectory()) throw new NfsError(NfsStat.ISDIR);
@@ -513,7 +579,8 @@ export class NfsProgram {
       dirStats = d.node.stats;
       checkNewName(name);
       const guard = how === CreateMode.UNCHECKED ? 'unchecked' : how === CreateMode.GUARDED ? 'guarded' : 'exclusive';
-      const created = await d.exp.store.create(d.node, name, attrs?.mode ?? 0o644, guard, verf, d.id);
+      const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, guard === 'unchecked' ? 'open' : 'create');
+      const created = await d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id);
       let node = created.node;
       if (created.existed && !mayWriteData(node.stats, d.id) && attrs?.size !== null && attrs?.size !== undefined) {
         throw new NfsError(NfsStat.ACCES, 'no write permission to truncate');
@@ -540,7 +607,8 @@ export class NfsProgram {
       const d = await this.writableDir(call, fh);
       dirStats = d.node.stats;
       checkNewName(name);
-      const node = await d.exp.store.mkdir(d.node, name, attrs.mode ?? 0o755, d.id);
+      const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
+      const node = await d.exp.store.mkdir(d.node, target, attrs.mode ?? 0o755, d.id);
       const dirAfter = await d.exp.store.restat(d.node);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
@@ -559,7 +627,8 @@ export class NfsProgram {
       dirStats = d.node.stats;
       checkNewName(name);
       if (target.length === 0 || target.includes(0)) throw new NfsError(NfsStat.INVAL, 'empty symlink target or NUL in it');
-      const node = await d.exp.store.symlink(d.node, name, target, d.id);
+      const made = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
+      const node = await d.exp.store.symlink(d.node, made, target, d.id);
       const dirAfter = await d.exp.store.restat(d.node);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
@@ -590,7 +659,8 @@ export class NfsProgram {
       // Device nodes need CAP_MKNOD locally: only root may make them.
       if ((type === FType.CHR || type === FType.BLK) && d.id.uid !== 0) throw new NfsError(NfsStat.PERM, 'only root makes device nodes');
       const kind = type === FType.CHR ? 'chr' : type === FType.BLK ? 'blk' : type === FType.FIFO ? 'fifo' : 'sock';
-      const node = await d.exp.store.mknod(d.node, name, kind, attrs.mode ?? 0o644, major, minor, d.id);
+      const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
+      const node = await d.exp.store.mknod(d.node, target, kind, attrs.mode ?? 0o644, major, minor, d.id);
       const dirAfter = await d.exp.store.restat(d.node);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
@@ -608,7 +678,8 @@ export class NfsProgram {
       if (directory && name === '.') throw new NfsError(NfsStat.INVAL, 'rmdir of .');
       if (directory && name === '..') throw new NfsError(NfsStat.NOTEMPTY, 'rmdir of ..');
       checkExistingName(name);
-      const child = await d.exp.store.peek(d.node, name);
+      const raw = await this.remap.existingName(d.exp.store, d.policy, d.node, name, d.client);
+      const child = raw === null ? null : await d.exp.store.peek(d.node, raw);
       if (child === null) throw new NfsError(NfsStat.NOENT);
       if (directory && !child.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       if (!directory && child.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'REMOVE of a directory');
@@ -633,16 +704,18 @@ export class NfsProgram {
       if (from.exp !== to.exp) throw new NfsError(NfsStat.XDEV, 'rename across exports');
       checkExistingName(fromName);
       checkNewName(toName);
-      const source = await from.exp.store.peek(from.node, fromName);
-      if (source === null) throw new NfsError(NfsStat.NOENT);
+      const rawFrom = await this.remap.existingName(from.exp.store, from.policy, from.node, fromName, from.client);
+      const source = rawFrom === null ? null : await from.exp.store.peek(from.node, rawFrom);
+      if (source === null || rawFrom === null) throw new NfsError(NfsStat.NOENT);
       if (stickyForbids(from.node.stats, source.stats, from.id)) throw new NfsError(NfsStat.PERM, 'sticky source directory');
-      const replaced = await to.exp.store.peek(to.node, toName);
+      const rawTo = await this.remap.newName(to.exp.store, to.policy, to.node, toName, to.client, 'replace');
+      const replaced = await to.exp.store.peek(to.node, rawTo);
       if (replaced !== null && stickyForbids(to.node.stats, replaced.stats, to.id)) throw new NfsError(NfsStat.PERM, 'sticky target directory');
       // Moving a directory to another parent rewrites its '..': that needs write permission on it.
       if (source.stats.isDirectory() && from.node.ino !== to.node.ino && !mayWrite(source.stats, from.id)) {
         throw new NfsError(NfsStat.ACCES, 'no write permission on the directory being moved');
       }
-      await from.exp.store.rename(from.node, fromName, source, to.node, toName, replaced);
+      await from.exp.store.rename(from.node, rawFrom, source, to.node, rawTo, replaced);
       const fromAfter = await from.exp.store.restat(from.node);
       const toAfter = from.node.ino === to.node.ino ? fromAfter : await to.exp.store.restat(to.node);
       const w = call.beginReply(400);
@@ -665,7 +738,8 @@ export class NfsProgram {
       if (t.exp !== d.exp) throw new NfsError(NfsStat.XDEV, 'link across exports');
       if (t.node.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'hard link to a directory');
       checkNewName(name);
-      const after = await d.exp.store.link(t.node, d.node, name);
+      const made = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
+      const after = await d.exp.store.link(t.node, d.node, made);
       const dirAfter = await d.exp.store.restat(d.node);
       const w = call.beginReply(300);
       w.u32(NfsStat.OK);

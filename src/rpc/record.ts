@@ -7,6 +7,7 @@
  * once. Limits are checked on the header, before anything is buffered, so a header that claims
  * 2 GiB costs nothing.
  */
+import { DEFAULT_LIMITS } from './limits.js';
 
 export interface RecordLimits {
   /** Largest record accepted, in bytes (all fragments together). */
@@ -15,16 +16,13 @@ export interface RecordLimits {
   maxFragments: number;
 }
 
-export const DEFAULT_RECORD_LIMITS: RecordLimits = {
-  // A 1 MiB WRITE plus headers; the kernel client never sends more than wsize + a few hundred bytes.
-  maxRecordBytes: 1024 * 1024 + 64 * 1024,
-  maxFragments: 64,
-};
+export const DEFAULT_RECORD_LIMITS: RecordLimits = DEFAULT_LIMITS;
 
 export type RecordViolation = 'record-too-large' | 'too-many-fragments';
 
 export interface RecordSink {
-  onRecord(record: Buffer): void;
+  /** Returning false stops the decoder after this record; the rest waits for resume(). */
+  onRecord(record: Buffer): boolean | void;
   onViolation(kind: RecordViolation, detail: number): void;
 }
 
@@ -39,6 +37,10 @@ export class RecordDecoder {
   private recordLen = 0;
   private fragments = 0;
   private broken = false;
+  /** Bytes received after the record at which the sink said stop. */
+  private held: Buffer | null = null;
+  /** Records handed on so far (tells a stalled record from a stream of finished ones). */
+  recordsDone = 0;
 
   constructor(sink: RecordSink, limits: RecordLimits = DEFAULT_RECORD_LIMITS) {
     this.sink = sink;
@@ -55,7 +57,25 @@ export class RecordDecoder {
     return this.recordLen;
   }
 
+  /** True while the sink has stopped the decoder and bytes wait for resume(). */
+  isHolding(): boolean {
+    return this.held !== null;
+  }
+
+  /** Continues with the bytes held since the sink said stop. */
+  resume(): void {
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    this.feed(held);
+  }
+
   feed(chunk: Buffer): void {
+    if (this.held !== null) {
+      // Only reachable if data arrives while the sink has us stopped (it should pause its socket).
+      this.held = Buffer.concat([this.held, chunk]);
+      return;
+    }
     let off = 0;
     const n = chunk.length;
     while (off < n && !this.broken) {
@@ -86,7 +106,7 @@ export class RecordDecoder {
           return;
         }
         if (len === 0) {
-          if (last) this.emit();
+          if (last && !this.emit()) return this.hold(chunk, off);
           continue;
         }
         if (last && this.parts.length === 0 && n - off >= len) {
@@ -94,7 +114,8 @@ export class RecordDecoder {
           const record = chunk.subarray(off, off + len);
           off += len;
           this.fragments = 0;
-          this.sink.onRecord(record);
+          this.recordsDone++;
+          if (this.sink.onRecord(record) === false) return this.hold(chunk, off);
           continue;
         }
         this.fragRemaining = len;
@@ -105,18 +126,24 @@ export class RecordDecoder {
       this.recordLen += take;
       this.fragRemaining -= take;
       off += take;
-      if (this.fragRemaining === 0 && this.fragLast) this.emit();
+      if (this.fragRemaining === 0 && this.fragLast && !this.emit()) return this.hold(chunk, off);
     }
   }
 
-  private emit(): void {
+  private hold(chunk: Buffer, off: number): void {
+    if (off < chunk.length) this.held = chunk.subarray(off);
+  }
+
+  /** Hands on the gathered record; false when the sink said stop. */
+  private emit(): boolean {
     const parts = this.parts;
     const record = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.recordLen);
     this.parts = [];
     this.recordLen = 0;
     this.fragments = 0;
     this.fragLast = false;
-    this.sink.onRecord(record);
+    this.recordsDone++;
+    return this.sink.onRecord(record) !== false;
   }
 }
 

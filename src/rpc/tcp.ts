@@ -5,28 +5,10 @@
 import net from 'node:net';
 import { componentLogger } from '../log/logger.js';
 import type { ReplySink, RpcDispatcher } from './dispatch.js';
-import { RecordDecoder, type RecordLimits, type RecordSink, type RecordViolation } from './record.js';
+import { ConnectionGuard, LimitId, standaloneGuard, type LimitHits, type ServerLimits } from './limits.js';
+import { RecordDecoder, type RecordSink, type RecordViolation } from './record.js';
 
 const log = componentLogger('tcp');
-
-export interface TcpLimits extends RecordLimits {
-  /** Calls dispatched and not yet answered before we stop reading from the connection. */
-  maxInFlightPerConnection: number;
-  /** Unsent reply bytes before we stop reading from the connection (backpressure). */
-  maxUnsentBytesPerConnection: number;
-  /** Close a connection that has been silent this long (ms); sooner if it stalled mid-record. */
-  idleTimeoutMs: number;
-  partialRecordTimeoutMs: number;
-}
-
-export const DEFAULT_TCP_LIMITS: TcpLimits = {
-  maxRecordBytes: 1024 * 1024 + 64 * 1024,
-  maxFragments: 64,
-  maxInFlightPerConnection: 128,
-  maxUnsentBytesPerConnection: 16 * 1024 * 1024,
-  idleTimeoutMs: 6 * 60 * 1000,
-  partialRecordTimeoutMs: 30 * 1000,
-};
 
 /** Strip the IPv4-mapped prefix so exports and tags see 10.0.0.7, not ::ffff:10.0.0.7. */
 export function normalizeAddress(address: string | undefined): string {
@@ -44,6 +26,14 @@ function flushCorked(): void {
   corked.length = 0;
 }
 
+/**
+ * A coarse clock for idle bookkeeping, advanced by the transports' sweep timers, so that noting
+ * activity on every received chunk costs a field store, not a clock read.
+ */
+let coarseNow = Date.now();
+
+const LARGEST_REPLY = 1024 * 1024 + 512;
+
 class TcpConnection implements ReplySink, RecordSink {
   readonly tcp = true;
   readonly address: string;
@@ -51,41 +41,70 @@ class TcpConnection implements ReplySink, RecordSink {
   /** The local address this client reached; the portmapper answers GETADDR with it. */
   readonly localAddress: string;
   inFlight = 0;
-  private readonly socket: net.Socket;
-  private readonly decoder: RecordDecoder;
+  readonly socket: net.Socket;
+  readonly decoder: RecordDecoder;
   private readonly dispatcher: RpcDispatcher;
-  private readonly limits: TcpLimits;
+  private readonly limits: ServerLimits;
+  private readonly hits: LimitHits;
   private isCorked = false;
-  private pausedForLoad = false;
-  private lastActivity = Date.now();
+  /** Reads stopped because of our limits (not the client's fault for the stalled-record timer). */
+  pausedForLoad = false;
+  lastActivity = coarseNow;
+  /** When the record now being received began; 0 when between records. */
+  partialSince = 0;
+  private recordsSeen = 0;
+  /**
+   * Running average reply size: what each call in flight is expected to add to the unsent bytes.
+   * It starts at the largest reply (a 1 MiB READ), so a new connection that pipelines a burst of
+   * large READs is held to a few in flight before the first reply shows what its calls cost.
+   */
+  private replyEstimate = LARGEST_REPLY;
 
-  constructor(socket: net.Socket, dispatcher: RpcDispatcher, limits: TcpLimits) {
+  constructor(socket: net.Socket, address: string, dispatcher: RpcDispatcher, limits: ServerLimits, hits: LimitHits) {
     this.socket = socket;
     this.dispatcher = dispatcher;
     this.limits = limits;
-    this.address = normalizeAddress(socket.remoteAddress);
+    this.hits = hits;
+    this.address = address;
     this.port = socket.remotePort ?? 0;
     this.localAddress = normalizeAddress(socket.localAddress);
     this.decoder = new RecordDecoder(this, limits);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => this.maybeResume());
+    socket.on('drain', () => {
+      this.lastActivity = coarseNow;
+      this.maybeResume();
+    });
     socket.on('error', (err) => log.debug({ client: this.address, err: err.message }, 'connection error'));
-    socket.setTimeout(Math.min(limits.idleTimeoutMs, limits.partialRecordTimeoutMs), () => this.onTimeout());
   }
 
   private onData(chunk: Buffer): void {
-    this.lastActivity = Date.now();
-    this.decoder.feed(chunk);
-    this.maybePause();
+    this.lastActivity = coarseNow;
+    const decoder = this.decoder;
+    decoder.feed(chunk);
+    if (!decoder.hasPartial()) this.partialSince = 0;
+    else if (this.partialSince === 0 || decoder.recordsDone !== this.recordsSeen) this.partialSince = coarseNow;
+    this.recordsSeen = decoder.recordsDone;
   }
 
-  onRecord(record: Buffer): void {
+  onRecord(record: Buffer): boolean {
     this.dispatcher.dispatch(record, this);
+    // Checked after every record, so a chunk full of pipelined calls cannot overshoot the limits.
+    const limits = this.limits;
+    if (this.inFlight >= limits.maxCallsPerConnection) {
+      this.pauseForLoad(LimitId.calls_per_connection, this.inFlight);
+      return false;
+    }
+    const expected = this.socket.writableLength + this.inFlight * this.replyEstimate;
+    if (expected >= limits.maxUnsentBytesPerConnection) {
+      this.pauseForLoad(LimitId.unsent_bytes, expected);
+      return false;
+    }
+    return true;
   }
 
   onViolation(kind: RecordViolation, detail: number): void {
-    log.warn({ client: this.address, port: this.port, kind, detail }, 'record limit exceeded, closing connection');
+    this.hits.hit(kind === 'record-too-large' ? LimitId.record_size : LimitId.fragments, this.address, this.port, detail);
     this.socket.destroy();
   }
 
@@ -102,8 +121,14 @@ class TcpConnection implements ReplySink, RecordSink {
       }
     }
     socket.write(head);
-    if (payload !== null) socket.write(payload);
+    let size = head.length;
+    if (payload !== null) {
+      socket.write(payload);
+      size += payload.length;
+    }
     if (pad !== null) socket.write(pad);
+    // Weight 1/8 on the newest reply: a client that switches to large READs is throttled within a few calls.
+    this.replyEstimate += (size - this.replyEstimate) >> 3;
     this.maybeResume();
   }
 
@@ -116,45 +141,69 @@ class TcpConnection implements ReplySink, RecordSink {
     this.socket.uncork();
   }
 
-  private maybePause(): void {
-    if (this.pausedForLoad) return;
-    if (this.inFlight >= this.limits.maxInFlightPerConnection || this.socket.writableLength >= this.limits.maxUnsentBytesPerConnection) {
-      this.pausedForLoad = true;
-      this.socket.pause();
-      log.debug({ client: this.address, inFlight: this.inFlight, unsent: this.socket.writableLength }, 'pausing reads (backpressure)');
-    }
+  private pauseForLoad(limit: number, detail: number): void {
+    this.pausedForLoad = true;
+    this.socket.pause();
+    this.hits.hit(limit, this.address, this.port, detail);
   }
 
   private maybeResume(): void {
-    if (!this.pausedForLoad) return;
-    if (this.inFlight < this.limits.maxInFlightPerConnection && this.socket.writableLength < this.limits.maxUnsentBytesPerConnection) {
-      this.pausedForLoad = false;
-      this.socket.resume();
-    }
+    if (!this.pausedForLoad || this.socket.destroyed) return;
+    const limits = this.limits;
+    if (this.inFlight >= limits.maxCallsPerConnection) return;
+    if (this.socket.writableLength + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) return;
+    this.pausedForLoad = false;
+    // The held records may stop us again; only read from the socket if they did not.
+    this.decoder.resume();
+    if (!this.pausedForLoad) this.socket.resume();
   }
 
-  private onTimeout(): void {
-    const idle = Date.now() - this.lastActivity;
-    if (this.decoder.hasPartial() && idle >= this.limits.partialRecordTimeoutMs) {
-      log.warn({ client: this.address, port: this.port, idleMs: idle }, 'closing connection stalled mid-record');
+  /** Called by the sweep: closes the connection if one of the timeouts ran out. */
+  expired(now: number): boolean {
+    if (this.partialSince !== 0 && !this.pausedForLoad && now - this.partialSince >= this.limits.partialRecordTimeoutMs) {
+      this.hits.hit(LimitId.partial_record_timeout, this.address, this.port, now - this.partialSince);
       this.socket.destroy();
-    } else if (this.inFlight === 0 && idle >= this.limits.idleTimeoutMs) {
-      log.info({ client: this.address, port: this.port, idleMs: idle }, 'closing idle connection');
-      this.socket.destroy();
+      return true;
     }
+    if (now - this.lastActivity >= this.limits.idleTimeoutMs) {
+      this.hits.hit(LimitId.idle_timeout, this.address, this.port, now - this.lastActivity);
+      this.socket.destroy();
+      return true;
+    }
+    return false;
   }
 }
 
 export class TcpTransport {
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly connections_ = new Set<TcpConnection>();
+  private readonly guard: ConnectionGuard;
+  private sweepTimer: NodeJS.Timeout | null = null;
 
-  constructor(dispatcher: RpcDispatcher, limits: TcpLimits = DEFAULT_TCP_LIMITS) {
+  /** `guard` carries the limits and is shared by the transports of one server (connection totals). */
+  constructor(dispatcher: RpcDispatcher, guard: ConnectionGuard = standaloneGuard()) {
+    this.guard = guard;
+    const limits = guard.limits;
     this.server = net.createServer({ noDelay: true }, (socket) => {
-      this.sockets.add(socket);
-      socket.on('close', () => this.sockets.delete(socket));
-      new TcpConnection(socket, dispatcher, limits);
+      const address = normalizeAddress(socket.remoteAddress);
+      if (!guard.admit(address, socket.remotePort ?? 0)) {
+        socket.on('error', () => {});
+        socket.destroy();
+        return;
+      }
+      const conn = new TcpConnection(socket, address, dispatcher, limits, guard.hits);
+      this.connections_.add(conn);
+      socket.on('close', () => {
+        this.connections_.delete(conn);
+        guard.release(address);
+      });
     });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    coarseNow = now;
+    for (const conn of this.connections_) conn.expired(now);
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -164,17 +213,24 @@ export class TcpTransport {
       this.server.listen({ port, host, exclusive: true }, () => {
         this.server.off('error', onError);
         this.server.on('error', (err) => log.error({ err }, 'TCP server error'));
+        const limits = this.guard.limits;
+        // A quarter of the shorter timeout: a stalled connection lives at most 25% past its limit.
+        const every = Math.max(50, Math.min(1000, Math.min(limits.partialRecordTimeoutMs, limits.idleTimeoutMs) / 4));
+        this.sweepTimer = setInterval(() => this.sweep(), every);
+        this.sweepTimer.unref();
         resolve((this.server.address() as net.AddressInfo).port);
       });
     });
   }
 
   connections(): number {
-    return this.sockets.size;
+    return this.connections_.size;
   }
 
   close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    for (const c of this.connections_) c.socket.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -11,12 +11,17 @@ import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
 import { NfsProgram, type NfsExport } from '../nfs/program.js';
 import { RpcDispatcher } from '../rpc/dispatch.js';
 import { ReplyCache } from '../rpc/reply-cache.js';
+import { ConnectionGuard, DEFAULT_LIMITS, LimitHits, type ServerLimits } from '../rpc/limits.js';
+import { registerLimitMetrics } from '../metrics/limits.js';
 import { PortmapRegistry } from '../rpc/portmap.js';
 import { startPortmapper, type PortmapperService } from '../rpc/rpcbind-registrar.js';
 import { TcpTransport } from '../rpc/tcp.js';
 import { UdpTransport } from '../rpc/udp.js';
 import { ExportStore } from '../store/export-store.js';
 import { serveMetrics, ServerMetrics } from '../metrics/metrics.js';
+import { ClientIdentities } from '../remap/identity.js';
+import { Remapper } from '../remap/remapper.js';
+import type { CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('server');
 
@@ -32,6 +37,14 @@ export interface ServerConfig {
   stateDir: string | null;
   /** HTTP port for Prometheus /metrics; null serves none. */
   metricsPort?: number | null;
+  /** Hosts or DHCP-leases files giving client host names for HOST tags (else reverse DNS). */
+  hostsFiles?: string[];
+  /** Attribute/listing cache sizes and freshness per export (defaults in src/cache/options.ts). */
+  cache?: Partial<CacheOptions>;
+  /** Per-client series on /metrics (capped at this many clients); 0 = none. */
+  metricsPerClient?: number;
+  /** Overrides of the protection limits (src/rpc/limits.ts); the rest keep their defaults. */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface ListeningPorts {
@@ -62,6 +75,8 @@ async function listenBoth(tcp: TcpTransport, udp: UdpTransport, port: number, ho
 export class ClusterNfsServer {
   readonly ports: ListeningPorts;
   readonly exportTable: ExportTable;
+  /** Per-client remapping; its `stats` are plain numbers for the metrics code. */
+  readonly remapper: Remapper;
   private readonly transports: (TcpTransport | UdpTransport)[];
   private readonly stores: ExportStore[];
   /** Portmapper (unregisters from a system rpcbind) and metrics endpoint. */
@@ -73,9 +88,11 @@ export class ClusterNfsServer {
     transports: (TcpTransport | UdpTransport)[],
     stores: ExportStore[],
     closers: (() => Promise<void>)[],
+    remapper: Remapper,
   ) {
     this.ports = ports;
     this.exportTable = table;
+    this.remapper = remapper;
     this.transports = transports;
     this.stores = stores;
     this.closers = closers;
@@ -89,7 +106,7 @@ export class ClusterNfsServer {
     const served: NfsExport[] = [];
     for (const entry of cfg.exports) {
       const stateDir = cfg.stateDir === null ? null : path.join(cfg.stateDir, 'exports', entry.fsid.toString(16).padStart(8, '0'));
-      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir });
+      const store = await ExportStore.open(entry.fsid, entry.realPath, { stateDir, cache: cfg.cache });
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
@@ -105,7 +122,9 @@ export class ClusterNfsServer {
     // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
     nfsDispatch.replyCache = new ReplyCache();
     metrics.watchReplyCache(nfsDispatch.replyCache);
-    const nfsProgram = new NfsProgram(served, authorize).program();
+    const remapper = new Remapper();
+    const identities = new ClientIdentities({ hostsFiles: cfg.hostsFiles ?? [] });
+    const nfsProgram = new NfsProgram(served, authorize, undefined, { remapper, identities }).program();
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
@@ -115,6 +134,8 @@ export class ClusterNfsServer {
       d.observer = metrics;
     }
 
+    const guard = new ConnectionGuard({ ...DEFAULT_LIMITS, ...cfg.limits }, new LimitHits());
+    registerLimitMetrics(metrics.registry, guard);
     const transports: (TcpTransport | UdpTransport)[] = [];
     const closers: (() => Promise<void>)[] = [];
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
@@ -122,8 +143,8 @@ export class ClusterNfsServer {
       return t;
     };
     try {
-      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
-      const mount = await listenBoth(opened(new TcpTransport(mountDispatch)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
+      const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch, guard)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');
+      const mount = await listenBoth(opened(new TcpTransport(mountDispatch, guard)), opened(new UdpTransport(mountDispatch)), cfg.mountPort, cfg.bind, 'MOUNT', '--mount-port');
       let portmapper: PortmapperService | null = null;
       if (cfg.portmapPort !== null) {
         const registry = new PortmapRegistry();
@@ -146,7 +167,7 @@ export class ClusterNfsServer {
       const ports = { nfs, mount, portmap: portmapper?.port ?? null, metrics: metricsPort };
       log.info({ ...ports, portmapper: portmapper?.mode ?? 'none', exports: cfg.exports.map((e) => e.path) }, 'clusternfs serving');
       if (portmapper !== null) closers.push(() => portmapper!.close());
-      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers);
+      return new ClusterNfsServer(ports, table, transports, [...stores.values()], closers, remapper);
     } catch (err) {
       await Promise.all([...transports.map((t) => t.close()), ...closers.map((c) => c())]);
       throw err;

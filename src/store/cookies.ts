@@ -36,3 +36,22 @@ export function firstAfter(entries: ListingEntry[], hi: number, lo: number): num
   }
   return a;
 }
+
+/**
+ * Sorts entries by cookie and nudges the later of two names with the same 63-bit hash, so every
+ * cookie names exactly one position.
+ */
+export function orderCookies(entries: ListingEntry[]): void {
+  entries.sort((a, b) => a.cookieHi - b.cookieHi || a.cookieLo - b.cookieLo);
+  for (let i = 1; i < entries.length; i++) {
+    const p = entries[i - 1];
+    const e = entries[i];
+    if (e.cookieHi === p.cookieHi && e.cookieLo <= p.cookieLo) {
+      e.cookieLo = p.cookieLo + 1;
+      if (e.cookieLo > 0xffffffff) {
+        e.cookieLo = 0;
+        e.cookieHi = p.cookieHi + 1;
+      }
+    }
+  }
+}

@@ -5,6 +5,11 @@
  * Every object is reached by a path built from names we looked up ourselves with lstat, and is
  * re-checked (inode and birth time) whenever it is reached through a handle, so a handle can only
  * name something inside this export, and a file replaced under the same name reads as STALE.
+ *
+ * Attributes, names and listings are cached (src/cache, see its README): a GETATTR, ACCESS or
+ * LOOKUP that hits makes no file-system call, our own changes drop the entries they touch before
+ * the method returns, and changes made behind our back arrive through inotify watches on the
+ * directories we cache (or, where a directory cannot be watched, a short TTL).
  */
 import fs from 'node:fs';
 import { LRUCache } from 'lru-cache';
@@ -15,8 +20,12 @@ import { birthMicros, encodeHandle, type HandleFields } from '../nfs/filehandle.
 import * as fsops from './fsops.js';
 import { HandleIndex } from './handle-index.js';
 import { OpenFileCache } from './open-files.js';
-import { listingCookie } from './cookies.js';
+import { listingCookie, orderCookies } from './cookies.js';
 import { makeNode } from './mknod.js';
+import { AttrCache } from '../cache/attr-cache.js';
+import { newCounters, type CacheCounters } from '../cache/counters.js';
+import { DirWatcher } from '../cache/dir-watcher.js';
+import { DEFAULT_CACHE_OPTIONS, type CacheOptions } from '../cache/options.js';
 
 const log = componentLogger('store');
 
@@ -70,6 +79,17 @@ export interface StoreOptions {
   walkFreshMs?: number;
   /** Most entries one walk visits. */
   walkMaxEntries?: number;
+  /** Cache sizes and freshness; defaults in src/cache/options.ts. */
+  cache?: Partial<CacheOptions>;
+}
+
+/** Buckets of the change counters that tell a fill it raced with a change (see fill()). */
+const EPOCH_BUCKETS = 4096;
+
+function listingBytes(l: DirListing): number {
+  let n = 96;
+  for (const e of l.entries) n += 56 + e.name.length;
+  return n;
 }
 
 export class ExportStore {
@@ -82,7 +102,14 @@ export class ExportStore {
   private index!: HandleIndex;
   private readonly openFiles = new OpenFileCache();
   private readonly writeFiles = new OpenFileCache(128, fs.constants.O_WRONLY);
-  private readonly listings = new LRUCache<number, DirListing>({ max: 1024 });
+  private readonly listings: LRUCache<number, DirListing>;
+  /** Attributes by inode, and the name → child entries of cached objects. */
+  readonly attrs: AttrCache;
+  readonly listingCounters: CacheCounters;
+  readonly watcher: DirWatcher;
+  private readonly cacheOpts: CacheOptions;
+  /** Bumped by every change we see, per bucket of the parent directory's inode. */
+  private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
   private readonly walkFreshMs: number;
@@ -93,6 +120,20 @@ export class ExportStore {
     this.root = Buffer.from(rootPath, 'utf8').toString('latin1');
     this.walkFreshMs = opts.walkFreshMs ?? 5000;
     this.walkMaxEntries = opts.walkMaxEntries ?? 2_000_000;
+    const c = { ...DEFAULT_CACHE_OPTIONS, ...opts.cache };
+    this.cacheOpts = c;
+    this.attrs = new AttrCache({ maxEntries: c.attrEntries, maxBytes: c.attrBytes });
+    this.listingCounters = newCounters(() => this.listings.size);
+    this.listings = new LRUCache<number, DirListing>({
+      max: Math.max(1, c.listingEntries),
+      maxSize: Math.max(1024, c.listingBytes),
+      sizeCalculation: listingBytes,
+      dispose: (_l, _ino, reason) => {
+        if (reason === 'evict') this.listingCounters.evictions++;
+        else if (reason === 'delete') this.listingCounters.invalidations++;
+      },
+    });
+    this.watcher = new DirWatcher(c.watchMax, (dir, kind, name) => this.onDirEvent(dir, kind, name));
   }
 
   static async open(fsid: number, rootPath: string, opts: StoreOptions): Promise<ExportStore> {
@@ -137,12 +178,155 @@ export class ExportStore {
   }
 
   async rootNode(): Promise<FsNode> {
-    const stats = await fsops.lstat(this.root);
-    return { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel: '', stats };
+    const cached = this.resolveCached({ fsid: this.fsid, ino: this.rootIno, birth: this.rootBirth });
+    if (cached !== null) return cached;
+    const node = await this.fill('', this.rootIno, '', '');
+    if (node.ino !== this.rootIno) throw new NfsError(NfsStat.STALE, 'export root was replaced');
+    return node;
   }
+
+  // ---- the cache ---------------------------------------------------------------------------------
+
+  /**
+   * The object of a handle if its attributes are cached and trusted: no file-system call, no
+   * promise. null means "ask resolve()" (or resolveMiss(), which skips this probe).
+   */
+  resolveCached(fh: HandleFields): FsNode | null {
+    const slot = this.attrs.probe(fh.ino, fh.birth, Date.now());
+    return slot < 0 ? null : this.nodeOf(slot, fh.ino);
+  }
+
+  private nodeOf(slot: number, ino: number): FsNode | null {
+    const gen = this.index.pathGeneration;
+    const hot = this.attrs.hotNode(slot, gen);
+    if (hot !== undefined) return hot;
+    const rel = ino === this.rootIno ? '' : this.index.relPath(ino);
+    if (rel === null) {
+      this.attrs.delete(ino);
+      return null;
+    }
+    return this.attrs.materialize(slot, ino, rel, gen);
+  }
+
+  /** A LOOKUP answered from the cache, or null. */
+  lookupCached(dir: FsNode, name: string): FsNode | null {
+    if (name === '.') return dir;
+    if (name === '..') {
+      if (dir.rel === '') return dir;
+      const parent = this.index.get(dir.ino)?.parent;
+      if (parent === undefined) return null;
+      const slot = this.attrs.probe(parent, -1, Date.now());
+      return slot < 0 ? null : this.nodeOf(slot, parent);
+    }
+    const ino = this.attrs.childIno(dir.ino, name);
+    if (ino < 0) {
+      this.attrs.counters.misses++;
+      return null;
+    }
+    const slot = this.attrs.probe(ino, -1, Date.now());
+    return slot < 0 ? null : this.nodeOf(slot, ino);
+  }
+
+  private bucket(ino: number): number {
+    return ino % EPOCH_BUCKETS;
+  }
+
+  private parentOf(ino: number): number {
+    return ino === this.rootIno ? ino : (this.index.get(ino)?.parent ?? this.rootIno);
+  }
+
+  /** Watches a directory whose children we are about to cache; true when it is watched. */
+  private watchDir(dirIno: number, dirRel: string): boolean {
+    return this.watcher.watch(dirIno, this.abs(dirRel)) !== 'no';
+  }
+
+  /**
+   * lstat of `rel`, the child `name` of directory `parent` (at `parentRel`), remembered in the
+   * cache unless something in that directory changed while the lstat ran (its result may then
+   * predate the change whose invalidation already happened). The parent is watched before the
+   * lstat, so no change after the lstat can go unseen; a directory's own watch is added after
+   * we learn it is one, so its attributes are read once more after that.
+   */
+  private async fill(rel: string, parent: number, parentRel: string, name: string): Promise<FsNode> {
+    const watched = this.watchDir(parent, parentRel);
+    const b = this.bucket(parent);
+    const epoch = this.epochs[b];
+    const abs = this.abs(rel);
+    let stats = await fsops.lstat(abs);
+    let trusted = watched;
+    if (stats.isDirectory()) {
+      const self = this.watcher.watch(stats.ino, abs);
+      if (self === 'new') stats = await fsops.lstat(abs);
+      else if (self === 'no') trusted = false;
+    }
+    const node: FsNode = { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel, stats };
+    if (this.epochs[b] === epoch) this.remember(node, parent, name, trusted);
+    return node;
+  }
+
+  private remember(node: FsNode, parent: number, name: string, trusted: boolean): void {
+    const now = Date.now();
+    const until = now + (trusted ? this.cacheOpts.maxAgeMs : this.cacheOpts.ttlMs);
+    this.attrs.store(node, parent, name, until, this.index.pathGeneration);
+  }
+
+  /** Our own change to `ino`: its attributes are read again next time. */
+  private invalidate(ino: number): void {
+    this.epochs[this.bucket(this.parentOf(ino))]++;
+    this.attrs.delete(ino);
+  }
+
+  /** Our own change to directory `dir`'s entry `name` (and so its mtime): attributes and listing go. */
+  private invalidateDir(dir: number, name: string): void {
+    this.epochs[this.bucket(dir)]++;
+    this.epochs[this.bucket(this.parentOf(dir))]++;
+    this.attrs.delete(dir);
+    this.listings.delete(dir);
+    const child = this.attrs.childIno(dir, name);
+    if (child >= 0) this.attrs.delete(child);
+  }
+
+  /**
+   * inotify: `name` in directory `dir` was created, deleted, moved ('rename') or written,
+   * chmod'ed ('change'); or `dir` itself changed. The directory's attributes and listing go,
+   * and so does the child (with everything cached below it when it was moved or deleted).
+   */
+  private onDirEvent(dir: number, kind: 'rename' | 'change', name: string): void {
+    this.epochs[this.bucket(dir)]++;
+    this.attrs.delete(dir);
+    this.listings.delete(dir);
+    const child = this.attrs.childIno(dir, name);
+    if (child < 0) return;
+    if (kind === 'rename') this.dropSubtree(child, 0);
+    // A descriptor of a replaced file would keep serving the old content.
+    const birth = this.attrs.birthOf(child);
+    this.openFiles.invalidate(child, birth);
+    this.writeFiles.invalidate(child, birth);
+    this.attrs.delete(child);
+  }
+
+  private dropSubtree(dir: number, depth: number): void {
+    const children = this.attrs.children(dir);
+    if (children !== null && depth < 4096) {
+      for (const c of [...children]) {
+        this.dropSubtree(c, depth + 1);
+        this.attrs.delete(c);
+      }
+    }
+    this.epochs[this.bucket(dir)]++;
+    this.listings.delete(dir);
+    this.watcher.unwatch(dir);
+  }
+
+  // ---- handles -----------------------------------------------------------------------------------
 
   /** Resolves a decoded handle of this export; NFS3ERR_STALE when the object is gone. */
   async resolve(fh: HandleFields): Promise<FsNode> {
+    return this.resolveCached(fh) ?? this.resolveMiss(fh);
+  }
+
+  /** resolve() for a caller that has just had resolveCached() answer null. */
+  async resolveMiss(fh: HandleFields): Promise<FsNode> {
     const node = await this.tryIndexed(fh);
     if (node !== null) return node;
     if (this.index.get(fh.ino)?.birth === fh.birth && (await this.relocate(fh.ino))) {
@@ -156,21 +340,27 @@ export class ExportStore {
 
   private async tryIndexed(fh: HandleFields): Promise<FsNode | null> {
     let rel: string | null;
+    let parent = this.rootIno;
+    let name = '';
     if (fh.ino === this.rootIno) rel = '';
     else {
       const e = this.index.get(fh.ino);
       if (e === undefined || e.birth !== fh.birth) return null;
       rel = this.index.relPath(fh.ino);
+      parent = e.parent;
+      name = e.name;
     }
     if (rel === null) return null;
-    let stats: fs.Stats;
+    const parentRel = fh.ino === this.rootIno ? '' : parentPath(rel);
+    let node: FsNode;
     try {
-      stats = await fsops.lstat(this.abs(rel));
+      node = await this.fill(rel, parent, parentRel, name);
     } catch {
       return null;
     }
-    if (stats.ino !== fh.ino || birthMicros(stats.birthtimeMs) !== fh.birth) return null;
-    return { ino: stats.ino, birth: fh.birth, rel, stats };
+    // Another file at that path now: what we cached about it is right, but not for this handle.
+    if (node.ino !== fh.ino || node.birth !== fh.birth) return null;
+    return node;
   }
 
   /**
@@ -265,20 +455,22 @@ export class ExportStore {
 
   /** LOOKUP of one name in `dir` (already resolved and known to be a directory). */
   async lookup(dir: FsNode, name: string): Promise<FsNode> {
-    if (name === '.') return dir;
+    return this.lookupCached(dir, name) ?? this.lookupMiss(dir, name);
+  }
+
+  private async lookupMiss(dir: FsNode, name: string): Promise<FsNode> {
     if (name === '..') {
-      // The export root is its own parent: nothing above it is reachable.
-      if (dir.rel === '') return dir;
-      const slash = dir.rel.lastIndexOf('/');
-      const rel = slash < 0 ? '' : dir.rel.slice(0, slash);
-      const stats = await fsops.lstat(this.abs(rel));
-      return { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel, stats };
+      // Not the root's '..' (lookupCached answers that: the root is its own parent).
+      const rel = parentPath(dir.rel);
+      const parent = this.index.get(dir.ino)?.parent ?? this.rootIno;
+      if (parent === this.rootIno) return this.fill('', this.rootIno, '', '');
+      const e = this.index.get(parent);
+      return this.fill(rel, e?.parent ?? this.rootIno, parentPath(rel), e?.name ?? '');
     }
-    const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
-    const stats = await fsops.lstat(this.abs(rel));
-    const birth = birthMicros(stats.birthtimeMs);
-    this.index.set(stats.ino, birth, dir.ino, name);
-    return { ino: stats.ino, birth, rel, stats };
+    const rel = this.childRel(dir, name);
+    const node = await this.fill(rel, dir.ino, dir.rel, name);
+    this.index.set(node.ino, node.birth, dir.ino, name);
+    return node;
   }
 
   /** lstat of a child for READDIRPLUS; null when it vanished between listing and now. */
@@ -316,7 +508,14 @@ export class ExportStore {
   /** The directory's entries with stable cookies, read again only when the directory changed. */
   async listing(dir: FsNode): Promise<DirListing> {
     const cached = this.listings.get(dir.ino);
-    if (cached !== undefined && cached.mtimeMs === dir.stats.mtimeMs && cached.ctimeMs === dir.stats.ctimeMs) return cached;
+    if (cached !== undefined && cached.mtimeMs === dir.stats.mtimeMs && cached.ctimeMs === dir.stats.ctimeMs) {
+      this.listingCounters.hits++;
+      return cached;
+    }
+    this.listingCounters.misses++;
+    const watched = this.watchDir(dir.ino, dir.rel);
+    const b = this.bucket(dir.ino);
+    const epoch = this.epochs[b];
     const names = await fsops.readdir(this.abs(dir.rel));
     const entries: ListingEntry[] = [];
     const parentIno = dir.rel === '' ? dir.ino : (this.index.get(dir.ino)?.parent ?? dir.ino);
@@ -330,25 +529,19 @@ export class ExportStore {
         if (st === null) continue;
         const c = listingCookie(batch[j]);
         entries.push({ name: batch[j], ino: st.ino, cookieHi: c.hi, cookieLo: c.lo });
-        this.index.set(st.ino, birthMicros(st.birthtimeMs), dir.ino, batch[j]);
-      }
-    }
-    entries.sort((a, b) => a.cookieHi - b.cookieHi || a.cookieLo - b.cookieLo);
-    // Two names with the same 63-bit hash would share a cookie; nudge the later one so every
-    // cookie names exactly one position.
-    for (let i = 1; i < entries.length; i++) {
-      const p = entries[i - 1];
-      const e = entries[i];
-      if (e.cookieHi === p.cookieHi && e.cookieLo <= p.cookieLo) {
-        e.cookieLo = p.cookieLo + 1;
-        if (e.cookieLo > 0xffffffff) {
-          e.cookieLo = 0;
-          e.cookieHi = p.cookieHi + 1;
+        const birth = birthMicros(st.birthtimeMs);
+        this.index.set(st.ino, birth, dir.ino, batch[j]);
+        // Subdirectories are not watched yet, so their own attributes are only trusted briefly.
+        if (this.epochs[b] === epoch) {
+          const trusted = watched && (!st.isDirectory() || this.watcher.isWatched(st.ino));
+          this.remember({ ino: st.ino, birth, rel: this.childRel(dir, batch[j]), stats: st }, dir.ino, batch[j], trusted);
         }
       }
     }
+    orderCookies(entries);
     const listing: DirListing = { mtimeMs: dir.stats.mtimeMs, ctimeMs: dir.stats.ctimeMs, entries };
-    this.listings.set(dir.ino, listing);
+    // A listing that raced with a change is served once, not kept.
+    if (this.epochs[b] === epoch) this.listings.set(dir.ino, listing);
     return listing;
   }
 
@@ -360,8 +553,11 @@ export class ExportStore {
 
   /** Fresh attributes of an object we just changed (for wcc post-op attributes). */
   async restat(node: FsNode): Promise<FsNode> {
-    const stats = await fsops.lstat(this.abs(node.rel));
-    return { ...node, stats };
+    this.invalidate(node.ino);
+    const e = node.ino === this.rootIno ? undefined : this.index.get(node.ino);
+    const parent = e?.parent ?? this.rootIno;
+    const fresh = await this.fill(node.rel, parent, node.ino === this.rootIno ? '' : parentPath(node.rel), e?.name ?? '');
+    return { ...node, stats: fresh.stats };
   }
 
   /** lstat of `name` in `dir` without touching the index; null when it does not exist. */
@@ -390,6 +586,7 @@ export class ExportStore {
     }
     const birth = birthMicros(stats.birthtimeMs);
     this.index.set(stats.ino, birth, dir.ino, name);
+    this.invalidateDir(dir.ino, name);
     return { ino: stats.ino, birth, rel, stats };
   }
 
@@ -409,6 +606,7 @@ export class ExportStore {
     const abs = this.abs(this.childRel(dir, name));
     try {
       fsops.close(await fsops.openCreate(abs, fs.constants.O_WRONLY | fs.constants.O_EXCL, mode));
+      this.invalidateDir(dir.ino, name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const existing = await this.peek(dir, name);
@@ -420,6 +618,7 @@ export class ExportStore {
     const node = await this.adopt(dir, name, owner);
     if (guard === 'exclusive' && verf !== null) {
       await fsops.lutimes(abs, verf.readUInt32BE(0), verf.readUInt32BE(4));
+      this.invalidate(node.ino);
       return { node: await this.restat(node), existed: false };
     }
     return { node, existed: false };
@@ -427,26 +626,32 @@ export class ExportStore {
 
   async mkdir(dir: FsNode, name: string, mode: number, owner: Owner): Promise<FsNode> {
     await fsops.mkdir(this.abs(this.childRel(dir, name)), mode);
+    this.invalidateDir(dir.ino, name);
     return this.adopt(dir, name, owner);
   }
 
   async symlink(dir: FsNode, name: string, target: Buffer, owner: Owner): Promise<FsNode> {
     await fsops.symlink(target, this.abs(this.childRel(dir, name)));
+    this.invalidateDir(dir.ino, name);
     return this.adopt(dir, name, owner);
   }
 
   async mknod(dir: FsNode, name: string, kind: 'chr' | 'blk' | 'fifo' | 'sock', mode: number, major: number, minor: number, owner: Owner): Promise<FsNode> {
     await makeNode(this.abs(this.childRel(dir, name)), kind, mode, major, minor);
+    this.invalidateDir(dir.ino, name);
     return this.adopt(dir, name, owner);
   }
 
   async link(node: FsNode, dir: FsNode, name: string): Promise<FsNode> {
     await fsops.link(this.abs(node.rel), this.abs(this.childRel(dir, name)));
+    this.invalidateDir(dir.ino, name);
     return this.restat(node);
   }
 
   /** Forgets a removed object: its handle now answers STALE, its descriptors are dropped. */
   private forget(node: FsNode): void {
+    this.invalidate(node.ino);
+    if (node.stats.isDirectory()) this.dropSubtree(node.ino, 0);
     this.openFiles.invalidate(node.ino, node.birth);
     this.writeFiles.invalidate(node.ino, node.birth);
     // Another hard link keeps the inode alive; the index entry may then point at the removed
@@ -456,16 +661,22 @@ export class ExportStore {
 
   async remove(dir: FsNode, child: FsNode): Promise<void> {
     await fsops.unlink(this.abs(child.rel));
+    this.invalidateDir(dir.ino, baseName(child.rel));
     this.forget(child);
   }
 
   async rmdir(dir: FsNode, child: FsNode): Promise<void> {
     await fsops.rmdir(this.abs(child.rel));
+    this.invalidateDir(dir.ino, baseName(child.rel));
     this.forget(child);
   }
 
   async rename(from: FsNode, fromName: string, source: FsNode, to: FsNode, toName: string, replaced: FsNode | null): Promise<void> {
     await fsops.rename(this.abs(this.childRel(from, fromName)), this.abs(this.childRel(to, toName)));
+    this.invalidateDir(from.ino, fromName);
+    this.invalidateDir(to.ino, toName);
+    // Its ctime changed, and its cached (parent, name) entry is the old one.
+    this.invalidate(source.ino);
     if (replaced !== null && replaced.ino !== source.ino) this.forget(replaced);
     this.index.set(source.ino, source.birth, to.ino, toName);
   }
@@ -477,6 +688,7 @@ export class ExportStore {
       while (written < data.length) written += await fsops.write(fd, data, written, data.length - written, offset + written);
       if (stable !== 0) await fsops.sync(fd, stable === 1);
     });
+    this.invalidate(node.ino);
     return written;
   }
 
@@ -487,6 +699,8 @@ export class ExportStore {
 
   async setattr(node: FsNode, a: SetAttrs): Promise<FsNode> {
     const abs = this.abs(node.rel);
+    // Dropped before and (by restat) after: a failure half-way must not leave old attributes.
+    this.invalidate(node.ino);
     if (a.uid !== null || a.gid !== null) await fsops.lchown(abs, a.uid ?? -1, a.gid ?? -1);
     // Symlinks have no mode of their own on Linux; chmod would change the target.
     if (a.mode !== null && !node.stats.isSymbolicLink()) await fsops.chmod(abs, a.mode);
@@ -507,6 +721,7 @@ export class ExportStore {
   }
 
   async close(): Promise<void> {
+    this.watcher.close();
     this.openFiles.closeAll();
     this.writeFiles.closeAll();
     await this.index.flush();
@@ -515,4 +730,14 @@ export class ExportStore {
   flushSync(): void {
     this.index.flushSync();
   }
+}
+
+/** The directory part of a path below the root ('' for a top-level name). */
+function parentPath(rel: string): string {
+  const slash = rel.lastIndexOf('/');
+  return slash < 0 ? '' : rel.slice(0, slash);
+}
+
+function baseName(rel: string): string {
+  return rel.slice(rel.lastIndexOf('/') + 1);
 }

@@ -113,6 +113,11 @@ export class HandleIndex {
     return this.entries.size;
   }
 
+  /** Changes whenever a cached path may have become wrong (a rename or delete). */
+  get pathGeneration(): number {
+    return this.generation;
+  }
+
   get(ino: number): IndexEntry | undefined {
     return this.entries.get(ino);
   }

@@ -104,6 +104,11 @@ export class ServerProcess {
     });
   }
 
+  /** The server's process id (with startOnHost: the node process itself, for /proc figures). */
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   exec(cmd: string, args: string[], timeoutMs?: number): RunResult {
     return nsExec(this.namespace(), cmd, args, timeoutMs);
   }

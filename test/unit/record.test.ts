@@ -185,4 +185,26 @@ describe('RecordDecoder', () => {
     expect(sink.violations).toEqual([['too-many-fragments', 9]]);
     expect(sink.records.length).toBe(2);
   });
+
+  it('stops after a record when the sink says so, and resume() continues with the held bytes in order', () => {
+    const got: Buffer[] = [];
+    let allow = 2;
+    const d = new RecordDecoder({ onRecord: (r) => (got.push(Buffer.from(r)), --allow > 0), onViolation: () => {} }, LIMITS);
+    const ps = [0, 1, 2, 3, 4].map((i) => payload(10 + i, i));
+    // One chunk: two whole records, a multi-fragment one, a zero-length one, and a last one split across chunks.
+    const all = Buffer.concat([framed(ps[0]), framed(ps[1]), framed(ps[2], [5, 7]), header(0, true), framed(ps[3])]);
+    d.feed(all.subarray(0, all.length - 3));
+    expect(got).toEqual([ps[0], ps[1]]);
+    expect(d.isHolding()).toBe(true);
+    allow = 1;
+    d.resume();
+    expect(got).toEqual([ps[0], ps[1], ps[2]]);
+    allow = 100;
+    d.resume();
+    expect(got.length).toBe(4); // the empty record; the last one still lacks its final 3 bytes
+    expect(d.isHolding()).toBe(false);
+    d.feed(all.subarray(all.length - 3));
+    expect(got).toEqual([ps[0], ps[1], ps[2], Buffer.alloc(0), ps[3]]);
+    expect(d.recordsDone).toBe(5);
+  });
 });

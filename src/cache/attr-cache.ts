@@ -1,0 +1,294 @@
+/**
+ * The attribute cache: inode → attributes, plus, for every cached object, the (parent, name)
+ * entry that lets a LOOKUP find it without an lstat.
+ *
+ * Why a slab and not a Map of fs.Stats: a Stats object with its heap numbers and two wrappers
+ * costs ~400 bytes; a million of them (the boot image of a cluster, cached) would not fit the
+ * 300 MB the server may use. Attributes live instead in preallocated typed-array chunks indexed
+ * by a slot (104 bytes a slot), lru-cache maps inode → slot and bounds them by count and memory,
+ * and only the hottest few thousand objects are also kept materialized as FsNode (so a hit on the
+ * getattr storm's working set allocates nothing). The README next to this file has the figures.
+ *
+ * Invariant the watcher relies on: an object has a slot only while its (parent, name) entry is in
+ * `names`, so an event "name N changed in directory D" always finds the slot to drop.
+ */
+import fs from 'node:fs';
+import { LRUCache } from 'lru-cache';
+import type { FsNode } from '../store/export-store.js';
+import { newCounters, type CacheCounters } from './counters.js';
+
+const CHUNK_BITS = 16;
+const CHUNK = 1 << CHUNK_BITS;
+const MASK = CHUNK - 1;
+
+// Float64 fields of a slot.
+const F_SIZE = 0;
+const F_BLOCKS = 1;
+const F_RDEV = 2;
+const F_DEV = 3;
+const F_ATIME = 4;
+const F_MTIME = 5;
+const F_CTIME = 6;
+const F_BIRTHTIME = 7;
+const F_BIRTH = 8;
+/** Wall-clock ms until which the entry is trusted without looking at the file system. */
+const F_UNTIL = 9;
+const F_PARENT = 10;
+/** Index generation the materialized node's path was computed at. */
+const F_HOTGEN = 11;
+const F64_FIELDS = 12;
+// Uint32 fields of a slot.
+const U_MODE = 0;
+const U_NLINK = 1;
+const U_UID = 2;
+const U_GID = 3;
+const U32_FIELDS = 4;
+
+/** Bytes one cached object costs, all structures counted (measured by bench/cache-rss.ts). */
+export const ATTR_ENTRY_BYTES = 200;
+
+/**
+ * fs.Stats rebuilt from a slot. It is a real fs.Stats (same prototype, so isDirectory() and
+ * instanceof work) with the same numeric fields; the Date fields are computed on demand.
+ */
+class CachedStats {
+  constructor(
+    public dev: number,
+    public mode: number,
+    public nlink: number,
+    public uid: number,
+    public gid: number,
+    public rdev: number,
+    public blksize: number,
+    public ino: number,
+    public size: number,
+    public blocks: number,
+    public atimeMs: number,
+    public mtimeMs: number,
+    public ctimeMs: number,
+    public birthtimeMs: number,
+  ) {}
+  get atime(): Date {
+    return new Date(this.atimeMs);
+  }
+  get mtime(): Date {
+    return new Date(this.mtimeMs);
+  }
+  get ctime(): Date {
+    return new Date(this.ctimeMs);
+  }
+  get birthtime(): Date {
+    return new Date(this.birthtimeMs);
+  }
+}
+Object.setPrototypeOf(CachedStats.prototype, fs.Stats.prototype);
+
+export interface AttrCacheOptions {
+  maxEntries: number;
+  maxBytes: number;
+  /** Objects kept materialized (FsNode) besides their slot: the hot working set. */
+  hotNodes?: number;
+}
+
+export class AttrCache {
+  readonly counters: CacheCounters;
+  /** directory inode → child name → child inode, for cached children only. */
+  private readonly names = new Map<number, Map<string, number>>();
+  private readonly lru: LRUCache<number, number>;
+  private readonly f64: Float64Array[] = [];
+  private readonly u32: Uint32Array[] = [];
+  private readonly slotName: (string | undefined)[] = [];
+  private readonly hot: (FsNode | undefined)[] = [];
+  private readonly hotRing: Int32Array;
+  private hotPos = 0;
+  private readonly free: number[] = [];
+  private nextSlot = 0;
+  /** Set while delete() runs, so dispose can tell invalidations from evictions. */
+  private invalidating = false;
+
+  constructor(opts: AttrCacheOptions) {
+    const max = Math.max(16, Math.min(opts.maxEntries, Math.floor(opts.maxBytes / ATTR_ENTRY_BYTES)));
+    this.lru = new LRUCache<number, number>({
+      max,
+      dispose: (slot, ino, reason) => this.release(slot, ino, reason),
+    });
+    this.hotRing = new Int32Array(Math.max(1, Math.min(opts.hotNodes ?? 16384, max))).fill(-1);
+    this.counters = newCounters(() => this.lru.size);
+  }
+
+  get max(): number {
+    return this.lru.max;
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+
+  /**
+   * The slot of `ino` if it is cached, trusted at `now` and of the same file (birth time);
+   * -1 otherwise. Counts the hit or miss. Bumps the entry's recency.
+   */
+  probe(ino: number, birth: number, now: number): number {
+    const slot = this.lru.get(ino);
+    if (slot !== undefined) {
+      const f = this.f64[slot >>> CHUNK_BITS];
+      const o = (slot & MASK) * F64_FIELDS;
+      if (now < f[o + F_UNTIL] && (birth < 0 || f[o + F_BIRTH] === birth)) {
+        this.counters.hits++;
+        return slot;
+      }
+    }
+    this.counters.misses++;
+    return -1;
+  }
+
+  /** The cached child `name` of directory `dir`, or -1 (not counted: the caller probes next). */
+  childIno(dir: number, name: string): number {
+    const m = this.names.get(dir);
+    if (m === undefined) return -1;
+    const ino = m.get(name);
+    return ino === undefined ? -1 : ino;
+  }
+
+  /** Cached children of a directory (for dropping a subtree). */
+  children(dir: number): IterableIterator<number> | null {
+    return this.names.get(dir)?.values() ?? null;
+  }
+
+  /** Birth time of a cached object (-1 when not cached); does not count or bump recency. */
+  birthOf(ino: number): number {
+    const slot = this.lru.peek(ino);
+    return slot === undefined ? -1 : this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_BIRTH];
+  }
+
+  /** The materialized node of `slot` if its path is of index generation `gen`. */
+  hotNode(slot: number, gen: number): FsNode | undefined {
+    const node = this.hot[slot];
+    if (node === undefined) return undefined;
+    return this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_HOTGEN] === gen ? node : undefined;
+  }
+
+  isDirectory(slot: number): boolean {
+    return (this.u32[slot >>> CHUNK_BITS][(slot & MASK) * U32_FIELDS + U_MODE] & 0o170000) === 0o040000;
+  }
+
+  /** Builds the node of `slot` at path `rel` and keeps it as a hot node. */
+  materialize(slot: number, ino: number, rel: string, gen: number): FsNode {
+    const f = this.f64[slot >>> CHUNK_BITS];
+    const o = (slot & MASK) * F64_FIELDS;
+    const u = this.u32[slot >>> CHUNK_BITS];
+    const p = (slot & MASK) * U32_FIELDS;
+    const stats = new CachedStats(
+      f[o + F_DEV],
+      u[p + U_MODE],
+      u[p + U_NLINK],
+      u[p + U_UID],
+      u[p + U_GID],
+      f[o + F_RDEV],
+      4096,
+      ino,
+      f[o + F_SIZE],
+      f[o + F_BLOCKS],
+      f[o + F_ATIME],
+      f[o + F_MTIME],
+      f[o + F_CTIME],
+      f[o + F_BIRTHTIME],
+    ) as unknown as fs.Stats;
+    const node: FsNode = { ino, birth: f[o + F_BIRTH], rel, stats };
+    this.keepHot(slot, node, gen);
+    return node;
+  }
+
+  private keepHot(slot: number, node: FsNode, gen: number): void {
+    if (this.hot[slot] === undefined) {
+      const old = this.hotRing[this.hotPos];
+      if (old >= 0) this.hot[old] = undefined;
+      this.hotRing[this.hotPos] = slot;
+      this.hotPos = (this.hotPos + 1) % this.hotRing.length;
+    }
+    this.hot[slot] = node;
+    this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_HOTGEN] = gen;
+  }
+
+  /**
+   * Stores `node` (fresh from lstat) as the child `name` of directory `parent`, trusted until
+   * `until`. An object already cached under another name (a hard link) keeps its first name.
+   */
+  store(node: FsNode, parent: number, name: string, until: number, gen: number): void {
+    const st = node.stats;
+    let slot = this.lru.get(node.ino);
+    if (slot === undefined) {
+      slot = this.allocate();
+      this.lru.set(node.ino, slot);
+      let m = this.names.get(parent);
+      if (m === undefined) this.names.set(parent, (m = new Map()));
+      m.set(name, node.ino);
+      this.slotName[slot] = name;
+      this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_PARENT] = parent;
+    }
+    const f = this.f64[slot >>> CHUNK_BITS];
+    const o = (slot & MASK) * F64_FIELDS;
+    f[o + F_SIZE] = st.size;
+    f[o + F_BLOCKS] = st.blocks;
+    f[o + F_RDEV] = st.rdev;
+    f[o + F_DEV] = st.dev;
+    f[o + F_ATIME] = st.atimeMs;
+    f[o + F_MTIME] = st.mtimeMs;
+    f[o + F_CTIME] = st.ctimeMs;
+    f[o + F_BIRTHTIME] = st.birthtimeMs;
+    f[o + F_BIRTH] = node.birth;
+    f[o + F_UNTIL] = until;
+    const u = this.u32[slot >>> CHUNK_BITS];
+    const p = (slot & MASK) * U32_FIELDS;
+    u[p + U_MODE] = st.mode;
+    u[p + U_NLINK] = st.nlink;
+    u[p + U_UID] = st.uid;
+    u[p + U_GID] = st.gid;
+    this.keepHot(slot, node, gen);
+  }
+
+  /** Drops `ino` because it changed; true when it was cached. */
+  delete(ino: number): boolean {
+    this.invalidating = true;
+    try {
+      return this.lru.delete(ino);
+    } finally {
+      this.invalidating = false;
+    }
+  }
+
+  clear(): void {
+    this.invalidating = true;
+    try {
+      this.lru.clear();
+    } finally {
+      this.invalidating = false;
+    }
+  }
+
+  private allocate(): number {
+    const reused = this.free.pop();
+    if (reused !== undefined) return reused;
+    const slot = this.nextSlot++;
+    if ((slot & MASK) === 0) {
+      this.f64.push(new Float64Array(CHUNK * F64_FIELDS));
+      this.u32.push(new Uint32Array(CHUNK * U32_FIELDS));
+    }
+    return slot;
+  }
+
+  private release(slot: number, ino: number, reason: LRUCache.DisposeReason): void {
+    if (reason === 'evict') this.counters.evictions++;
+    else if (this.invalidating) this.counters.invalidations++;
+    const name = this.slotName[slot];
+    const parent = this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_PARENT];
+    const m = this.names.get(parent);
+    if (name !== undefined && m !== undefined && m.get(name) === ino) {
+      m.delete(name);
+      if (m.size === 0) this.names.delete(parent);
+    }
+    this.slotName[slot] = undefined;
+    this.hot[slot] = undefined;
+    this.free.push(slot);
+  }
+}

@@ -1,0 +1,284 @@
+/**
+ * Resolution of one name for one client (docs: /work/shared/docs/cluster-tags.md, "Resolution").
+ * Pure: no file system, no XDR. The NFS program reaches it through src/remap/remapper.ts.
+ *
+ * API
+ * - `buildTagIndex(names)`: the per-directory index, built once from a directory's entry names
+ *   (every name parsed once): base name → its master (if present), its variants grouped for the
+ *   10-step order, its name-level CREATE/ALWAYS/COW markers; plus the directory markers.
+ *   `index.tagged` is false for a directory without any tag: callers then skip remapping.
+ * - `resolveName(index, name, client)`: what `name` means for `client` = {ip, host, uid, gid}:
+ *     `read`   the existing entry to use (LOOKUP, READ, REMOVE's object), or null (NOENT);
+ *     `create` the name to make when `read` is null (CREATE, MKDIR, ..., RENAME's target);
+ *     `cow`    for a COW rule: the client's variant that changes go to (else null);
+ *     `rule`   which rule decided (`Rule`), for `clusternfs resolve` and the metrics.
+ *   The caller rejects raw tagged names itself (see `hasTag`); `resolveName` only gives rule 1
+ *   (`name$$$$`) a meaning.
+ * - `visibleBases(index, client)`: the base names this client sees in a listing, each with the
+ *   entry it resolves to (READDIR/READDIRPLUS).
+ * - `RULES`: every rule in a fixed order (metric label values, `resolve` output).
+ *
+ * Longest prefix wins, numerically, for subnet and host-prefix tags: groups keep them sorted by
+ * prefix length, longest first, when the index is built, so resolution is a scan that stops at
+ * the first match, and exact IP/HOST/UID/GID variants are one Map look-up each.
+ */
+import { formatAddress, ipInSubnet, masterOf, parseAddress, parseEntryName, shortHostName, variantName, type Address, type Tag, type VariantBy } from './tags.js';
+
+/** Which rule of the resolution order decided (cluster-tags.md steps 1–10, plus create/none). */
+export type Rule =
+  /** 1: `name$$$$` names the master. */
+  | 'master-explicit'
+  /** 2: `name$$IP=<client ip>$$` or `name$$CLIENT=<client ip>$$`. */
+  | 'ip'
+  /** 3: `name$$HOST=<client host>$$`. */
+  | 'host'
+  /** 4: a subnet variant containing the client, longest prefix first. */
+  | 'subnet'
+  /** 5: a host-prefix variant matching the client's host, longest prefix first. */
+  | 'host-prefix'
+  /** 6: `name$$UID=uid$$`, then `name$$GID=gid$$`. */
+  | 'uid'
+  | 'gid'
+  /** 7: `name$$CLIENT$$`. */
+  | 'client'
+  /** 8: ALWAYS: the client's variant, existing or not. */
+  | 'always'
+  /** 9: COW: the master for reading, the client's variant for changes. */
+  | 'cow'
+  /** 10: the plain name. */
+  | 'master'
+  /** Nothing exists; a CREATE marker decides the variant a create makes. */
+  | 'create'
+  /** Nothing exists and no marker: NOENT, or a create makes the master. */
+  | 'none';
+
+export const RULES: readonly Rule[] = ['master-explicit', 'ip', 'host', 'subnet', 'host-prefix', 'uid', 'gid', 'client', 'always', 'cow', 'master', 'create', 'none'];
+
+/** Index of each rule in RULES (for counters kept in an array). */
+export const RULE_INDEX: Readonly<Record<Rule, number>> = Object.fromEntries(RULES.map((r, i) => [r, i])) as Record<Rule, number>;
+
+/** Who is asking: the call's source address (normalized), short host name, AUTH_SYS uid/gid. */
+export interface ClientView {
+  /** Normalized as tags.normalizeIp does. */
+  ip: string;
+  /** Parsed `ip`; computed once per address by the identity cache. */
+  addr: Address | null;
+  /** Short host name in lower case, or null when unknown (HOST tags then do not match). */
+  host: string | null;
+  uid: number;
+  gid: number;
+}
+
+/** A client view from its parts (tests, the `resolve` command). */
+export function clientView(ip: string, host: string | null = null, uid = 0, gid = 0): ClientView {
+  const addr = parseAddress(ip);
+  return { ip: addr === null ? ip : formatAddress(addr), addr, host: host === null ? null : shortHostName(host), uid, gid };
+}
+
+interface SubnetVariant {
+  name: string;
+  addr: Address;
+  prefix: number;
+}
+
+interface PrefixVariant {
+  name: string;
+  prefix: string;
+}
+
+/** Everything one base name has in one directory. */
+export interface BaseGroup {
+  base: string;
+  /** The plain entry `base` exists. */
+  master: boolean;
+  /** Exact IP/CLIENT=ip variants by normalized address. */
+  byIp: Map<string, string> | null;
+  byHost: Map<string, string> | null;
+  /** Longest prefix first. */
+  subnets: SubnetVariant[] | null;
+  /** Longest prefix first. */
+  hostPrefixes: PrefixVariant[] | null;
+  byUid: Map<number, string> | null;
+  byGid: Map<number, string> | null;
+  /** `base$$CLIENT$$`. */
+  client: string | null;
+  /** Name-level markers `base$$CREATE=..$$` etc. */
+  create: VariantBy | null;
+  always: VariantBy | null;
+  cow: VariantBy | null;
+  /** Every raw entry name of this base (master, variants and name-level markers). */
+  names: string[];
+}
+
+export interface TagIndex {
+  /** Any tagged entry at all; false means resolution is the identity and can be skipped. */
+  tagged: boolean;
+  /** Plain names and tagged names, grouped by base. Plain names without variants have a group too. */
+  groups: Map<string, BaseGroup>;
+  /** Directory markers. */
+  create: VariantBy | null;
+  always: VariantBy | null;
+  cow: VariantBy | null;
+  /** The marker entries' names (hidden from clients). */
+  markers: string[];
+}
+
+function newGroup(base: string): BaseGroup {
+  return { base, master: false, byIp: null, byHost: null, subnets: null, hostPrefixes: null, byUid: null, byGid: null, client: null, create: null, always: null, cow: null, names: [] };
+}
+
+function addVariant(g: BaseGroup, name: string, tag: Tag): void {
+  switch (tag.kind) {
+    case 'ip': {
+      if (tag.exact) {
+        // IP= and CLIENT= spell the same thing; the first seen wins, deterministically by sort order.
+        const key = formatAddress(tag.addr);
+        g.byIp ??= new Map();
+        if (!g.byIp.has(key)) g.byIp.set(key, name);
+      } else {
+        (g.subnets ??= []).push({ name, addr: tag.addr, prefix: tag.prefix });
+      }
+      return;
+    }
+    case 'host':
+      g.byHost ??= new Map();
+      if (!g.byHost.has(tag.name)) g.byHost.set(tag.name, name);
+      return;
+    case 'hostPrefix':
+      (g.hostPrefixes ??= []).push({ name, prefix: tag.prefix });
+      return;
+    case 'uid':
+      g.byUid ??= new Map();
+      if (!g.byUid.has(tag.id)) g.byUid.set(tag.id, name);
+      return;
+    case 'gid':
+      g.byGid ??= new Map();
+      if (!g.byGid.has(tag.id)) g.byGid.set(tag.id, name);
+      return;
+    case 'client':
+      g.client ??= name;
+      return;
+    case 'master':
+      // `name$$$$` as an entry on disk means nothing more than a raw name; keep it hidden.
+      return;
+    case 'create':
+    case 'always':
+    case 'cow':
+      g[tag.kind] ??= tag.by;
+      return;
+  }
+}
+
+/** Builds a directory's index from its entry names ('.' and '..' are ignored). */
+export function buildTagIndex(names: Iterable<string>): TagIndex {
+  const index: TagIndex = { tagged: false, groups: new Map(), create: null, always: null, cow: null, markers: [] };
+  // Sorted so that duplicates (IP= and CLIENT= of one address) resolve the same way every time.
+  const sorted = [...names].filter((n) => n !== '.' && n !== '..').sort();
+  for (const name of sorted) {
+    const parsed = name.includes('$$') ? parseEntryName(name) : null;
+    if (parsed === null) {
+      let g = index.groups.get(name);
+      if (g === undefined) index.groups.set(name, (g = newGroup(name)));
+      g.master = true;
+      g.names.push(name);
+      continue;
+    }
+    index.tagged = true;
+    if (parsed.base === '') {
+      const k = parsed.tag.kind;
+      if (k === 'create' || k === 'always' || k === 'cow') index[k] ??= parsed.tag.by;
+      index.markers.push(name);
+      continue;
+    }
+    let g = index.groups.get(parsed.base);
+    if (g === undefined) index.groups.set(parsed.base, (g = newGroup(parsed.base)));
+    addVariant(g, name, parsed.tag);
+    g.names.push(name);
+  }
+  for (const g of index.groups.values()) {
+    g.subnets?.sort((a, b) => b.prefix - a.prefix);
+    g.hostPrefixes?.sort((a, b) => b.prefix.length - a.prefix.length);
+  }
+  return index;
+}
+
+export interface Resolution {
+  rule: Rule;
+  /** The existing entry to use, or null (NOENT for a LOOKUP). */
+  read: string | null;
+  /** What a create-type procedure makes when `read` is null. */
+  create: string;
+  /** COW: the client's variant that the first change copies the master to. */
+  cow: string | null;
+}
+
+/** The variant the client resolves to by steps 2–7, with its rule, or null. */
+function matchVariant(g: BaseGroup, c: ClientView): { name: string; rule: Rule } | null {
+  let n: string | undefined;
+  if (g.byIp !== null && (n = g.byIp.get(c.ip)) !== undefined) return { name: n, rule: 'ip' };
+  if (c.host !== null && g.byHost !== null && (n = g.byHost.get(c.host)) !== undefined) return { name: n, rule: 'host' };
+  if (g.subnets !== null && c.addr !== null) {
+    for (const s of g.subnets) if (ipInSubnet(c.addr, s.addr, s.prefix)) return { name: s.name, rule: 'subnet' };
+  }
+  if (g.hostPrefixes !== null && c.host !== null) {
+    for (const p of g.hostPrefixes) if (c.host.startsWith(p.prefix)) return { name: p.name, rule: 'host-prefix' };
+  }
+  if (g.byUid !== null && (n = g.byUid.get(c.uid)) !== undefined) return { name: n, rule: 'uid' };
+  if (g.byGid !== null && (n = g.byGid.get(c.gid)) !== undefined) return { name: n, rule: 'gid' };
+  if (g.client !== null) return { name: g.client, rule: 'client' };
+  return null;
+}
+
+/** Resolves `name` in the directory of `index` for client `c` (cluster-tags.md, steps 1–10). */
+export function resolveName(index: TagIndex, name: string, c: ClientView): Resolution {
+  const master = masterOf(name);
+  if (master !== null) {
+    const g = index.groups.get(master);
+    return { rule: 'master-explicit', read: g?.master ? master : null, create: master, cow: null };
+  }
+  const g = index.groups.get(name);
+  if (g !== undefined) {
+    const v = matchVariant(g, c);
+    if (v !== null) return { rule: v.rule, read: v.name, create: v.name, cow: null };
+  }
+  const always = g?.always ?? index.always;
+  if (always !== null) {
+    const target = variantName(name, always, c.ip);
+    return { rule: 'always', read: null, create: target, cow: null };
+  }
+  const cow = g?.cow ?? index.cow;
+  if (cow !== null) {
+    const target = variantName(name, cow, c.ip);
+    return { rule: 'cow', read: g?.master ? name : null, create: target, cow: target };
+  }
+  if (g?.master) return { rule: 'master', read: name, create: name, cow: null };
+  const create = g?.create ?? index.create;
+  if (create !== null) return { rule: 'create', read: null, create: variantName(name, create, c.ip), cow: null };
+  return { rule: 'none', read: null, create: name, cow: null };
+}
+
+/** One entry of a client's listing: the base name shown and the raw entry it stands for. */
+export interface VisibleEntry {
+  base: string;
+  entry: string;
+  rule: Rule;
+}
+
+/**
+ * What this client sees of the directory: each base name once, resolved; markers, other
+ * clients' variants and bases with nothing for this client are left out. `applies(base)` says
+ * whether remapping covers that base (cluster= subtrees); bases it does not cover are listed raw.
+ */
+export function visibleBases(index: TagIndex, c: ClientView, applies: (base: string) => boolean = () => true): VisibleEntry[] {
+  const out: VisibleEntry[] = [];
+  for (const g of index.groups.values()) {
+    if (!applies(g.base)) {
+      for (const n of g.names) out.push({ base: n, entry: n, rule: 'none' });
+      continue;
+    }
+    const r = resolveName(index, g.base, c);
+    if (r.read !== null) out.push({ base: g.base, entry: r.read, rule: r.rule });
+  }
+  if (index.markers.length > 0 && !applies('')) for (const n of index.markers) out.push({ base: n, entry: n, rule: 'none' });
+  return out;
+}
