@@ -16,7 +16,10 @@ export interface BootImages {
   /** The debootstrapped tree; read-only for tests, which export a copy of it. */
   root: string;
   vmlinuz: string;
+  /** The busybox initramfs (initramfs-init.sh). */
   initrd: string;
+  /** The image's own initramfs-tools initramfs (root=/dev/nfs, klibc nfsmount). */
+  initrdTools: string;
   kernelRelease: string;
   /** Seconds each part took when it was built (the first run on a machine). */
   buildSeconds: Record<string, number>;
@@ -38,7 +41,7 @@ export function prepareImages(): BootImages {
   };
   const buildSeconds: Record<string, number> = {};
   for (const [k, v] of kv) if (k.startsWith('seconds_')) buildSeconds[k.slice('seconds_'.length)] = Number(v);
-  return { root: need('ROOT'), vmlinuz: need('VMLINUZ'), initrd: need('INITRD'), kernelRelease: need('KERNEL_RELEASE'), buildSeconds };
+  return { root: need('ROOT'), vmlinuz: need('VMLINUZ'), initrd: need('INITRD'), initrdTools: need('INITRD_TOOLS'), kernelRelease: need('KERNEL_RELEASE'), buildSeconds };
 }
 
 function inNs(ns: string, args: string[]): void {
@@ -67,6 +70,7 @@ export interface GuestSpec {
   macByte: number;
   memMiB: number;
   images: BootImages;
+  initrd: string;
   /** Kernel command line after the console settings. */
   append: string;
   serialLog: string;
@@ -97,7 +101,7 @@ export class Guest {
       'netns', 'exec', spec.ns, 'qemu-system-x86_64',
       '-machine', 'q35,accel=tcg', '-cpu', 'max', '-smp', '1', '-m', String(spec.memMiB),
       '-nodefaults', '-display', 'none', '-no-reboot',
-      '-kernel', spec.images.vmlinuz, '-initrd', spec.images.initrd,
+      '-kernel', spec.images.vmlinuz, '-initrd', spec.initrd,
       // panic=-1 with -no-reboot: a kernel panic ends qemu instead of hanging until the timeout.
       '-append', `console=ttyS0 panic=-1 ${spec.append}`,
       '-netdev', `tap,id=net0,ifname=${spec.tap},script=no,downscript=no`,

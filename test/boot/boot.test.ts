@@ -11,10 +11,12 @@
  *  - one guest boots through systemd to multi-user.target on a writable root (its own /var, /tmp,
  *    /etc/machine-id and /etc/hostname by tags), reports no failed units and shuts down cleanly.
  *
- * The guests mount in the three ways a booting node may: the kernel's defaults (portmapper
- * GETPORT over TCP on 111, MOUNT, NFS), explicit `port=2049,mountport=20048` (no portmapper), and
- * MOUNT over UDP (portmapper GETPORT and MNT over UDP). NFS itself over UDP cannot be tried:
- * Debian's kernel is built with CONFIG_NFS_DISABLE_UDP_SUPPORT and refuses `proto=udp`.
+ * The guests mount in the ways a booting node may: through a busybox initramfs with the kernel's
+ * defaults (portmapper GETPORT over TCP on 111, MOUNT, NFS), with explicit
+ * `port=2049,mountport=20048` (no portmapper), and with MOUNT over UDP (portmapper GETPORT and
+ * MNT over UDP); and through the image's own initramfs-tools (klibc's nfsmount does the MOUNT
+ * from user space). NFS itself over UDP cannot be tried: Debian's kernel is built with
+ * CONFIG_NFS_DISABLE_UDP_SUPPORT and refuses `proto=udp`.
  *
  * The images are built once and cached outside the repository (prepare-images.sh). The server's
  * log and every guest's console are kept under test-artifacts/boot/.
@@ -40,6 +42,8 @@ const POWEROFF_MS = 120_000;
 interface Node {
   ip: string;
   hostname: string;
+  /** initramfs-tools: the image's own initramfs (root=/dev/nfs, klibc nfsmount); else busybox. */
+  initramfsTools?: boolean;
   /** nfsroot= options, and what the guest's /proc/mounts must then show for its root. */
   mount: string;
   expectOptions: RegExp[];
@@ -57,7 +61,8 @@ const NODES: Node[] = [
     forbidOptions: [],
   },
   { ip: '10.99.0.13', hostname: 'node13', mount: 'vers=3,mountproto=udp', expectOptions: [/mountproto=udp/, /(^|,)proto=tcp(,|$)/], forbidOptions: [/mountport=/] },
-  { ip: '10.99.0.14', hostname: 'node14', mount: 'vers=3,proto=tcp', ...byPortmapperTcp },
+  // klibc's nfsmount asks the portmapper and MOUNT itself and hands the kernel the NFS port.
+  { ip: '10.99.0.14', hostname: 'node14', initramfsTools: true, mount: 'vers=3,tcp', expectOptions: [/(^|,)proto=tcp(,|$)/, /(^|,)port=2049(,|$)/], forbidOptions: [] },
 ];
 const SYSTEMD_NODE: Node = { ip: '10.99.0.15', hostname: 'node15', mount: 'vers=3', ...byPortmapperTcp };
 const SYSTEMD_MACHINE_ID = randomBytes(16).toString('hex');
@@ -78,7 +83,10 @@ function variant(rel: string, ip: string): string {
 }
 
 function kernelArgs(node: Node, extra: string): string {
-  return `ip=${node.ip}:${SERVER_IP}::${NETMASK}:${node.hostname}:eth0:off nfsroot=${SERVER_IP}:${exportRoot},${node.mount} ${extra}`;
+  const nfsroot = `nfsroot=${SERVER_IP}:${exportRoot},${node.mount}`;
+  // initramfs-tools' udev renames eth0 (enp0s1), so its ip= leaves the device to be found.
+  if (node.initramfsTools) return `root=/dev/nfs ${nfsroot} ip=${node.ip}:${SERVER_IP}::${NETMASK}:::off rw ${extra}`;
+  return `ip=${node.ip}:${SERVER_IP}::${NETMASK}:${node.hostname}:eth0:off ${nfsroot} ${extra}`;
 }
 
 function startGuest(node: Node, memMiB: number, extra: string): Guest {
@@ -90,6 +98,7 @@ function startGuest(node: Node, memMiB: number, extra: string): Guest {
     macByte: last,
     memMiB,
     images,
+    initrd: node.initramfsTools ? images.initrdTools : images.initrd,
     append: kernelArgs(node, extra),
     serialLog: path.join(artifacts, `serial-${node.hostname}.log`),
   });

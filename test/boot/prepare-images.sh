@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds, once, what the real-boot test needs and caches it outside the repository, because a
 # debootstrap and a kernel download take minutes and a rerun should take seconds:
-#   $CACHE/root-$ROOT_KEY/tree    a minimal Debian bookworm tree with systemd (debootstrap minbase)
 #   $CACHE/kernel-$KERNEL_KEY/    Debian's kernel package unpacked (vmlinuz + modules)
+#   $CACHE/root-$ROOT_KEY/tree    a minimal Debian bookworm tree with systemd (debootstrap minbase)
+#   $CACHE/root-$ROOT_KEY/initrd-tools.img  the tree's own initramfs-tools initramfs (BOOT=nfs)
 #   $CACHE/initrd-$INITRD_KEY.img a busybox initramfs that mounts the root over NFSv3
 # Each part is built in a temporary directory next to its final place and renamed into place
 # only when complete, so an interrupted build is never used. Keys change when what goes into a
@@ -13,8 +14,9 @@ CACHE=${1:?usage: prepare-images.sh CACHE_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 SUITE=bookworm
 # systemd's first boot to multi-user.target without failed units needs kmod (kmod-static-nodes);
-# procps and iproute2 make the console checks readable.
-PACKAGES=systemd,systemd-sysv,udev,kmod,procps,iproute2
+# procps and iproute2 make the console checks readable; initramfs-tools is how Debian nodes
+# usually mount an NFS root (klibc's nfsmount), and the test boots one node with it.
+PACKAGES=systemd,systemd-sysv,udev,kmod,procps,iproute2,initramfs-tools
 # Bump when the way the root is made changes in a way the package list does not show.
 ROOT_VERSION=1
 
@@ -43,27 +45,6 @@ debian_mirror() {
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# ---- root tree -------------------------------------------------------------------------------
-root_key=$(printf '%s\n' "$ROOT_VERSION" "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)
-root_dir=$CACHE/root-$root_key
-if [ ! -d "$root_dir" ]; then
-  mirror=$(debian_mirror) || { log "no Debian $SUITE source found in apt's configuration"; exit 1; }
-  t=$(now)
-  tmp=$(mktemp -d "$CACHE/.root-$root_key.XXXXXX")
-  log "debootstrap $SUITE (minbase + $PACKAGES) into $tmp"
-  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp/tree" "$mirror" >"$tmp.log" 2>&1 ||
-    { tail -n 30 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; exit 1; }
-  rm -f "$tmp.log"
-  # Nothing a node must not share: no apt caches (they only make the copy per test run slower).
-  rm -rf "$tmp"/tree/var/cache/apt/*.bin "$tmp"/tree/var/cache/apt/archives/*.deb "$tmp"/tree/var/lib/apt/lists/*_*
-  # systemd-update-done and ldconfig.service run when /usr is newer than /etc/.updated; on a
-  # shared root they would rewrite master files, so the image counts as updated.
-  for d in etc var; do touch -r "$tmp/tree/usr" "$tmp/tree/$d/.updated"; done
-  echo "seconds_debootstrap=$(elapsed "$t")" >"$tmp/.cnfs-build-times"
-  mv -T "$tmp" "$root_dir"
-  log "root ready in $(elapsed "$t") s"
-fi
-
 # ---- kernel --------------------------------------------------------------------------------------
 kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
 [ -n "$kernel_pkg" ] || { log "apt does not know linux-image-amd64 (apt-get update?)"; exit 1; }
@@ -80,12 +61,50 @@ if [ ! -d "$kernel_dir" ]; then
   rm -f "$tmp"/*.deb
   # The package leaves modules.dep to its postinst (depmod); busybox's depmod writes it here.
   busybox depmod -b "$tmp/pkg" "$(ls "$tmp/pkg/lib/modules")"
-  echo "seconds_kernel=$(elapsed "$t")" >"$tmp/.cnfs-build-times"
+  echo "seconds_kernel=$(elapsed "$t")" >"$tmp/build-times"
   mv -T "$tmp" "$kernel_dir"
   log "kernel ready in $(elapsed "$t") s"
 fi
 release=$(ls "$kernel_dir/pkg/lib/modules" | head -n1)
 vmlinuz=$kernel_dir/pkg/boot/vmlinuz-$release
+
+# ---- root tree -------------------------------------------------------------------------------
+root_key=$(printf '%s\n' "$ROOT_VERSION" "$SUITE" "$PACKAGES" "$kernel_key" | sha256sum | cut -c1-12)
+root_dir=$CACHE/root-$root_key
+if [ ! -d "$root_dir" ]; then
+  mirror=$(debian_mirror) || { log "no Debian $SUITE source found in apt's configuration"; exit 1; }
+  t=$(now)
+  t_root=$t
+  tmp=$(mktemp -d "$CACHE/.root-$root_key.XXXXXX")
+  log "debootstrap $SUITE (minbase + $PACKAGES) into $tmp"
+  debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp/tree" "$mirror" >"$tmp.log" 2>&1 ||
+    { tail -n 30 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; exit 1; }
+  rm -f "$tmp.log"
+  # Nothing a node must not share: no apt caches (they only make the copy per test run slower).
+  rm -rf "$tmp"/tree/var/cache/apt/*.bin "$tmp"/tree/var/cache/apt/archives/*.deb "$tmp"/tree/var/lib/apt/lists/*_*
+  # systemd-update-done and ldconfig.service run when /usr is newer than /etc/.updated; on a
+  # shared root they would rewrite master files, so the image counts as updated.
+  for d in etc var; do touch -r "$tmp/tree/usr" "$tmp/tree/$d/.updated"; done
+  echo "seconds_debootstrap=$(elapsed "$t")" >"$tmp/build-times"
+  # initramfs-tools' own initramfs for this kernel, made inside the tree as on a real node image
+  # (MODULES=netboot: all NIC drivers). The kernel's modules are in the tree only meanwhile
+  # (hard links; depmod replaces its files by rename), as nodes load nothing else from the root.
+  t=$(now)
+  cp -al "$kernel_dir/pkg/lib/modules" "$tmp/tree/lib/modules"
+  mkdir -p "$tmp/tree/boot"
+  cp "$kernel_dir/pkg/boot/config-$release" "$tmp/tree/boot/"
+  sed -i 's/^MODULES=.*/MODULES=netboot/' "$tmp/tree/etc/initramfs-tools/initramfs.conf"
+  unshare -m --propagation private sh -c '
+    mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && mount -t sysfs sysfs "$1/sys" &&
+    chroot "$1" depmod -a "$2" && chroot "$1" mkinitramfs -o /initrd-tools.img "$2"' sh "$tmp/tree" "$release" >"$tmp.log" 2>&1 ||
+    { tail -n 30 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; exit 1; }
+  rm -f "$tmp.log"
+  mv "$tmp/tree/initrd-tools.img" "$tmp/initrd-tools.img"
+  rm -rf "$tmp/tree/lib/modules" "$tmp/tree/boot/config-$release"
+  echo "seconds_mkinitramfs=$(elapsed "$t")" >>"$tmp/build-times"
+  mv -T "$tmp" "$root_dir"
+  log "root and its initramfs-tools initramfs ready in $(elapsed "$t_root") s"
+fi
 
 # ---- initramfs ------------------------------------------------------------------------------------
 initrd_key=$(cat "$here/initramfs-init.sh" "$0" /bin/busybox | sha256sum | cut -c1-12)
@@ -132,5 +151,6 @@ fi
 echo "ROOT=$root_dir/tree"
 echo "VMLINUZ=$vmlinuz"
 echo "INITRD=$initrd"
+echo "INITRD_TOOLS=$root_dir/initrd-tools.img"
 echo "KERNEL_RELEASE=$release"
-cat "$root_dir/.cnfs-build-times" "$kernel_dir/.cnfs-build-times"
+cat "$kernel_dir/build-times" "$root_dir/build-times"

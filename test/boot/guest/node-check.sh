@@ -3,7 +3,7 @@
 # console what this node sees of the shared root, write its own files, power off. The test reads
 # the CNFS-* lines and then looks at the server's disk.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
+[ -e /proc/mounts ] || mount -t proc proc /proc
 ip=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^ip=\([^:]*\):.*/\1/p')
 host=$(cat /etc/hostname)
 echo "CNFS-HOSTNAME=$host"
