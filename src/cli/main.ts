@@ -6,18 +6,20 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { rootLogger, setLogLevel } from '../log/logger.js';
 import { ConfigError, loadExportsFile, quickExport, type ExportEntry } from '../mount/exports.js';
 import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { DEFAULT_CACHE_OPTIONS } from '../cache/options.js';
 import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
+import { importSnapshotsCommand } from './import-snapshots.js';
+import { packageRoot, SAMPLE_EXPORT } from './package-paths.js';
+import { resolveCommandDefinition } from './resolve-command.js';
+import { tagCommandDefinition } from './tag-command.js';
+import { tagsCommand } from './tags-command.js';
+import { UserError } from './user-error.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const packageRoot = path.resolve(here, '..', '..', '..');
-/** The bundled sample export served when no directory or config is given. */
-export const SAMPLE_EXPORT = path.join(packageRoot, 'sample', 'root');
+export { SAMPLE_EXPORT };
 
 function version(): string {
   try {
@@ -43,8 +45,6 @@ function defaultStateDir(): string {
   if (process.getuid?.() === 0) return '/var/lib/clusternfs';
   return path.join(process.env.XDG_STATE_HOME ?? path.join(os.homedir(), '.local', 'state'), 'clusternfs');
 }
-
-class UserError extends Error {}
 
 interface ServeOptions extends LimitOptions {
   config?: string;
@@ -105,6 +105,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
       ttlMs: opts.cacheTtlMs,
     },
     metricsPerClient: Math.floor(opts.metricsPerClient),
+    version: version(),
     limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
@@ -160,6 +161,15 @@ export function buildProgram(): Command {
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action((dir: string | undefined, opts: ServeOptions) => serve(dir, opts));
   addLimitOptions(program.commands.find((c) => c.name() === 'serve')!);
+  // Admin commands for tagged trees (issue 4), each in its own file.
+  program.addCommand(tagsCommand());
+  program.addCommand(tagCommandDefinition());
+  program.addCommand(resolveCommandDefinition());
+  program.addCommand(importSnapshotsCommand());
+  // A usage mistake (unknown flag, missing argument) is an admin mistake too: status 2, as ours.
+  for (const cmd of [program, ...program.commands]) {
+    cmd.exitOverride().configureOutput({ outputError: (msg, write) => write(`clusternfs: ${msg.replace(/^error: /, '')}`) });
+  }
   return program;
 }
 
@@ -167,9 +177,17 @@ async function main(): Promise<void> {
   try {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
+    // Commander has printed its message (or the help) already.
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     if (err instanceof UserError || err instanceof ConfigError || err instanceof StartupError) {
       process.stderr.write(`clusternfs: ${err.message}\n`);
       process.exit(2);
+    }
+    // A file-system refusal met by an admin command (EACCES, EROFS, ENOSPC) is clear without a trace.
+    const sys = err as NodeJS.ErrnoException;
+    if (typeof sys?.code === 'string' && typeof sys.syscall === 'string') {
+      process.stderr.write(`clusternfs: ${sys.message}\n`);
+      process.exit(1);
     }
     throw err;
   }

@@ -92,6 +92,8 @@ export class NfsProgram {
    * have lost before it was committed.
    */
   private readonly writeVerifier = randomBytes(8);
+  /** Error replies by nfsstat3 (every non-OK reply goes through fail()); read by the metrics. */
+  readonly errorReplies = new Map<number, number>();
 
   private readonly remap: Remapper;
   private readonly identities: ClientIdentities;
@@ -167,10 +169,10 @@ export class NfsProgram {
 
   /**
    * Handle → export → client check → validated object → this client's view of it (variant
-   * handles of other clients are STALE; `change` copies a COW master up first). Throws NfsError.
+   * handles of other clients are STALE; a COW master's handle leads to this client's copy). Throws NfsError.
    * `probed`: targetCached() just missed, so the store's cache need not be asked again.
    */
-  private async target(call: RpcCall, fh: Buffer, change = false, probed = false): Promise<Target> {
+  private async target(call: RpcCall, fh: Buffer, probed = false): Promise<Target> {
     const fields = decodeHandle(fh);
     if (fields === null) throw new NfsError(NfsStat.BADHANDLE, 'not one of our handles');
     const exp = this.exports.get(fields.fsid);
@@ -180,7 +182,7 @@ export class NfsProgram {
     if (policy.secure && call.sink.port >= 1024) throw new NfsError(NfsStat.ACCES, `unprivileged source port ${call.sink.port} on a secure export`);
     let node = await (probed ? exp.store.resolveMiss(fields) : exp.store.resolve(fields));
     const client = this.clientView(call, policy);
-    if (client !== null) node = await this.remap.checkHandle(exp.store, policy, node, client, change);
+    if (client !== null) node = await this.remap.checkHandle(exp.store, policy, node, client);
     return { exp, policy, id: effectiveIdentity(call.cred, policy), node, client };
   }
 
@@ -189,9 +191,17 @@ export class NfsProgram {
     return policy.cluster === true && policy.clusterAdmin !== true ? this.identities.view(call.sink.address, call.cred.uid, call.cred.gid) : null;
   }
 
+  /** The target a permitted change goes to: a COW master's is this client's copy (made now if new). */
+  private async changing(t: Target): Promise<Target> {
+    if (t.client === null) return t;
+    const node = await this.remap.beforeChange(t.exp.store, t.policy, t.node, t.client);
+    return node === t.node ? t : { ...t, node };
+  }
+
   /** Answers a failure: status plus the procedure's resfail arm (attributes when known). */
   private fail(call: RpcCall, err: unknown, attrs: fs.Stats | null = null, fsid = 0): void {
     const status = toNfsStat(err);
+    this.errorReplies.set(status, (this.errorReplies.get(status) ?? 0) + 1);
     const ctx = { client: call.sink.address, xid: call.xid, proc: NFS_PROC_NAMES[call.proc] ?? call.proc, status };
     if (isClientError(status)) log.debug({ ...ctx, reason: (err as Error).message }, 'NFS error reply');
     else log.error({ ...ctx, err }, 'NFS server error');
@@ -224,9 +234,9 @@ export class NfsProgram {
     return call.args.opaque(NFS3_FHSIZE);
   }
 
-  /** A target that may be changed: the export is writable for this client; `change`: see target(). */
-  private async writableTarget(call: RpcCall, fh: Buffer, change = false): Promise<Target> {
-    const t = await this.target(call, fh, change);
+  /** A target that may be changed: the export is writable for this client. */
+  private async writableTarget(call: RpcCall, fh: Buffer): Promise<Target> {
+    const t = await this.target(call, fh);
     if (t.policy.ro) throw new NfsError(NfsStat.ROFS, 'export is read-only for this client');
     return t;
   }
@@ -270,7 +280,7 @@ export class NfsProgram {
 
   private async getattrMiss(call: RpcCall, fh: Buffer): Promise<void> {
     try {
-      this.replyGetattr(call, await this.target(call, fh, false, true));
+      this.replyGetattr(call, await this.target(call, fh, true));
     } catch (err) {
       this.fail(call, err);
     }
@@ -317,7 +327,7 @@ export class NfsProgram {
 
   private async accessMiss(call: RpcCall, fh: Buffer, asked: number): Promise<void> {
     try {
-      this.replyAccess(call, await this.target(call, fh, false, true), asked);
+      this.replyAccess(call, await this.target(call, fh, true), asked);
     } catch (err) {
       this.fail(call, err);
     }
@@ -499,15 +509,16 @@ export class NfsProgram {
     const guard = call.args.bool() ? { sec: call.args.u32(), nsec: call.args.u32() } : null;
     let before: fs.Stats | null = null;
     try {
-      const t = await this.writableTarget(call, fh, true);
-      const st = t.node.stats;
+      const allowed = await this.writableTarget(call, fh);
+      const st = allowed.node.stats;
       before = st;
       if (guard !== null) {
         const now = encodeTime(st.ctimeMs);
         if (now.sec !== guard.sec || now.nsec !== guard.nsec) throw new NfsError(NfsStat.NOT_SYNC, 'ctime guard mismatch');
       }
-      checkSetattr(a, st, t.id);
-      const after = await t.exp.store.setattr(t.node, a);
+      checkSetattr(a, st, allowed.id);
+      const t = await this.changing(allowed);
+      const after = this.remap.keepFileid(t.node, await t.exp.store.setattr(t.node, a));
       this.replyWcc(call, before, after.stats, t.exp.fsid);
     } catch (err) {
       this.fail(call, err, before);
@@ -523,16 +534,17 @@ export class NfsProgram {
     let before: fs.Stats | null = null;
     try {
       if (stable > StableHow.FILE_SYNC) throw new XdrError(`stable_how ${stable}`);
-      const t = await this.writableTarget(call, fh, true);
-      const st = t.node.stats;
+      const allowed = await this.writableTarget(call, fh);
+      const st = allowed.node.stats;
       before = st;
       if (st.isDirectory()) throw new NfsError(NfsStat.ISDIR);
       if (!st.isFile()) throw new NfsError(NfsStat.INVAL, 'not a regular file');
-      if (!mayWriteData(st, t.id)) throw new NfsError(NfsStat.ACCES, 'no write permission');
+      if (!mayWriteData(st, allowed.id)) throw new NfsError(NfsStat.ACCES, 'no write permission');
+      const t = await this.changing(allowed);
       const bytes = data.length < count ? data : data.subarray(0, count);
       await t.exp.store.write(t.node, offset, bytes, stable as 0 | 1 | 2);
       await clearSetidAfterWrite(t);
-      const after = await t.exp.store.restat(t.node);
+      const after = this.remap.keepFileid(t.node, await t.exp.store.restat(t.node));
       const w = call.beginReply(200);
       w.u32(NfsStat.OK);
       writeWcc(w, before, after.stats, t.exp.fsid);
@@ -555,7 +567,7 @@ export class NfsProgram {
       before = t.node.stats;
       if (!before.isFile()) throw new NfsError(before.isDirectory() ? NfsStat.ISDIR : NfsStat.INVAL);
       await t.exp.store.commit(t.node);
-      const after = await t.exp.store.restat(t.node);
+      const after = this.remap.keepFileid(t.node, await t.exp.store.restat(t.node));
       const w = call.beginReply(200);
       w.u32(NfsStat.OK);
       writeWcc(w, before, after.stats, t.exp.fsid);
@@ -579,7 +591,7 @@ export class NfsProgram {
       dirStats = d.node.stats;
       checkNewName(name);
       const guard = how === CreateMode.UNCHECKED ? 'unchecked' : how === CreateMode.GUARDED ? 'guarded' : 'exclusive';
-      const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, guard === 'unchecked' ? 'open' : 'create');
+      const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
       const created = await d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id);
       let node = created.node;
       if (created.existed && !mayWriteData(node.stats, d.id) && attrs?.size !== null && attrs?.size !== undefined) {
@@ -588,7 +600,11 @@ export class NfsProgram {
       // The mode was given at creation; what else the client set is applied now (owner, size, times).
       const rest = attrs === null ? null : { ...attrs, mode: created.existed ? attrs.mode : null };
       if (rest !== null && (rest.mode !== null || rest.uid !== null || rest.gid !== null || rest.size !== null || rest.atime !== null || rest.mtime !== null)) {
-        if (created.existed) checkSetattr(rest, node.stats, d.id);
+        if (created.existed) {
+          checkSetattr(rest, node.stats, d.id);
+          // An open that changes an existing COW master (truncation) changes this client's copy.
+          node = this.remap.unmasked(await this.remap.beforeChange(d.exp.store, d.policy, node, d.client));
+        }
         node = await d.exp.store.setattr(node, rest);
       }
       const dirAfter = await d.exp.store.restat(d.node);

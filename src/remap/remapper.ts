@@ -9,15 +9,18 @@
  * - `lookup(store, policy, dir, name, client)`: LOOKUP. Raw tagged names and markers are NOENT;
  *   `.` and `..` are never remapped.
  * - `newName(..., mode)`: the name a create-type procedure makes or replaces (CREATE, MKDIR,
- *   SYMLINK, MKNOD, LINK's new name: 'create'; CREATE UNCHECKED: 'open', which copies a COW
- *   master up first; RENAME's target: 'replace'). A name containing a tag is NFS3ERR_ACCES.
+ *   SYMLINK, MKNOD, LINK's new name: 'create'; RENAME's target: 'replace'). A name containing a
+ *   tag is NFS3ERR_ACCES.
  * - `existingName(...)`: the entry REMOVE, RMDIR and RENAME's source act on.
  * - `listing(...)`: READDIR/READDIRPLUS entries: each base name once, as this client resolves it,
  *   with the resolved entry's fileid and the base name's stable cookie; `rawName(e)` gives the
  *   entry a READDIRPLUS child lookup must use.
- * - `checkHandle(store, policy, node, client, change)`: a handle of a variant is honoured only for
+ * - `checkHandle(store, policy, node, client)`: a handle of a variant is honoured only for
  *   clients that resolve to it (else NFS3ERR_STALE); a COW master's handle follows this client to
- *   its variant, and with `change` set the first change copies the master up (copy-on-write).
+ *   its variant once there is one. `checkHandleSync` is the same without a promise, or null.
+ * - `beforeChange(...)`: for WRITE/SETATTR once allowed: the first change of a COW master copies
+ *   it up (copy-on-write) and goes to the copy; `keepFileid` keeps the handle's fileid on the
+ *   fresh attributes of the copy.
  * - `stats`: tag-index cache hits/misses/evictions/size, resolutions by rule, copy-ups, refused
  *   variant handles; plain numbers for the metrics code to read.
  *
@@ -71,9 +74,6 @@ interface IndexEntry {
   mtimeMs: number;
   ctimeMs: number;
   index: TagIndex;
-  /** The listing the index was built from, by raw name (for fileids and cookies). */
-  byName: Map<string, ListingEntry>;
-  dotEntries: ListingEntry[];
   /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
   views: Map<string, ViewEntry[]>;
 }
@@ -86,7 +86,15 @@ interface StoreState {
   byRel: Map<string, number>;
   /** Directories whose index has a COW marker: a master handle there may follow a client to its variant. */
   cowDirs: Set<string>;
-  scopes: Map<string, Scope>;
+  /** A handle's path → its tagged components (paths repeat; parse each once). */
+  taggedPaths: Map<string, TaggedComponent[]>;
+}
+
+/** A tagged component of a handle's path: entry `name` of base `base` in directory `dirRel`. */
+interface TaggedComponent {
+  dirRel: string;
+  base: string;
+  name: string;
 }
 
 export interface RemapperOptions {
@@ -95,6 +103,18 @@ export interface RemapperOptions {
 }
 
 const VIEW_LIMIT = 256;
+
+/** Stats shown under another object's fileid (the COW master's), by the object they stand for. */
+const shownFileid = new WeakMap<object, number>();
+
+function underFileid(node: FsNode, fileid: number): FsNode {
+  if (node.stats.ino === fileid) return node;
+  // Everything else (size, mode, times, is*()) reads through to the real attributes.
+  const stats = Object.create(node.stats, { ino: { value: fileid, enumerable: true } }) as FsNode['stats'];
+  shownFileid.set(stats, fileid);
+  return { ...node, stats };
+}
+
 const COPY_CHUNK = 1024 * 1024;
 
 function parentOf(rel: string): { dir: string; name: string } {
@@ -115,6 +135,8 @@ export class Remapper {
   private readonly indexes: LRUCache<number, IndexEntry>;
   private readonly states = new Map<ExportStore, StoreState>();
   private readonly copying = new Map<string, Promise<FsNode>>();
+  private readonly scopes = new WeakMap<object, Map<string, Scope>>();
+  private readonly building = new Map<number, { store: ExportStore; mtimeMs: number; ctimeMs: number; entry: Promise<IndexEntry> }>();
   private readonly maxIndexes: number;
 
   constructor(opts: RemapperOptions = {}) {
@@ -136,7 +158,7 @@ export class Remapper {
 
   private state(store: ExportStore): StoreState {
     let s = this.states.get(store);
-    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), scopes: new Map() }));
+    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), taggedPaths: new Map() }));
     return s;
   }
 
@@ -145,9 +167,10 @@ export class Remapper {
     if (policy.cluster !== true || policy.clusterAdmin === true) return null;
     const subtrees = policy.clusterSubtrees;
     if (subtrees === null || subtrees === undefined) return 'all';
-    const s = this.state(store);
-    const key = `${subtrees.map((t) => t.join('/')).join(':')}\0${dirRel}`;
-    let scope = s.scopes.get(key);
+    // Export options are frozen and shared, so the subtree list itself keys the memo.
+    let memo = this.scopes.get(subtrees);
+    if (memo === undefined) this.scopes.set(subtrees, (memo = new Map()));
+    let scope = memo.get(dirRel);
     if (scope !== undefined) return scope;
     // Whole path components, compared by base name: `var$$IP=..$$/log` is inside /var.
     const comps = dirRel === '' ? [] : dirRel.split('/').map(baseOf);
@@ -165,8 +188,8 @@ export class Remapper {
       names.add(t[comps.length]);
     }
     if (scope === null && names.size > 0) scope = names;
-    if (s.scopes.size > 4096) s.scopes.clear();
-    s.scopes.set(key, scope);
+    if (memo.size > 4096) memo.clear();
+    memo.set(dirRel, scope);
     return scope;
   }
 
@@ -184,15 +207,24 @@ export class Remapper {
       return cached;
     }
     this.stats.index.misses++;
-    const listing = await store.listing(dir);
-    const byName = new Map<string, ListingEntry>();
-    const dotEntries: ListingEntry[] = [];
-    for (const e of listing.entries) {
-      if (e.name === '.' || e.name === '..') dotEntries.push(e);
-      else byName.set(e.name, e);
+    // A boot storm asks for the same directory hundreds of times at once: read it once.
+    const pending = this.building.get(dir.ino);
+    if (pending !== undefined && pending.store === store && pending.mtimeMs === st.mtimeMs && pending.ctimeMs === st.ctimeMs) return pending.entry;
+    const build = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, entry: this.buildIndex(store, dir) };
+    this.building.set(dir.ino, build);
+    try {
+      return await build.entry;
+    } finally {
+      if (this.building.get(dir.ino) === build) this.building.delete(dir.ino);
     }
-    const index = buildTagIndex(byName.keys());
-    const entry: IndexEntry = { store, mtimeMs: listing.mtimeMs, ctimeMs: listing.ctimeMs, index, byName, dotEntries, views: new Map() };
+  }
+
+  private async buildIndex(store: ExportStore, dir: FsNode): Promise<IndexEntry> {
+    const st = dir.stats;
+    // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
+    // over /usr/lib must not stat thousands of files).
+    const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map() };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
@@ -203,11 +235,11 @@ export class Remapper {
   }
 
   /**
-   * The index of the directory at `rel`: the most recent one we have without a stat (handle
-   * checks run on every call), else read now.
+   * The index of the directory at `rel`. `fresh` false: the most recent one we have, without a
+   * stat (handle checks run on every call; a refusal is re-checked fresh); true: validated now.
    */
-  private async indexAt(store: ExportStore, rel: string): Promise<{ entry: IndexEntry; dir: FsNode | null }> {
-    const ino = this.state(store).byRel.get(rel);
+  private async indexAt(store: ExportStore, rel: string, fresh: boolean): Promise<{ entry: IndexEntry; dir: FsNode | null }> {
+    const ino = fresh ? undefined : this.state(store).byRel.get(rel);
     if (ino !== undefined) {
       const cached = this.indexes.get(ino);
       if (cached !== undefined && cached.store === store) {
@@ -262,11 +294,12 @@ export class Remapper {
   }
 
   /**
-   * The name a create-type procedure makes: 'create' fails on an existing entry (the store says
-   * EXIST), 'replace' (RENAME's target) replaces what this client sees, or its COW variant,
-   * 'open' (CREATE UNCHECKED) copies a COW master up first so the open lands on the copy.
+   * The name a create-type procedure makes: 'create' names what exists for this client if
+   * anything (the store then says EXIST, or CREATE UNCHECKED opens it; a change of a COW master
+   * then goes through beforeChange), 'replace' (RENAME's target) replaces what this client sees,
+   * or its COW variant.
    */
-  async newName(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null, mode: 'create' | 'replace' | 'open'): Promise<string> {
+  async newName(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null, mode: 'create' | 'replace'): Promise<string> {
     if (hasTag(name) && client !== null) {
       const scope = this.scope(store, policy, dir.rel);
       if (scope !== null && Remapper.covers(scope, baseOf(name))) throw new NfsError(NfsStat.ACCES, 'names with tags are not for clients');
@@ -274,16 +307,8 @@ export class Remapper {
     const res = await this.resolveIn(store, policy, dir, name, client, NfsStat.ACCES);
     if (res === null) return name;
     const r = res.r;
-    if (r.cow !== null && r.read !== null) {
-      if (mode === 'replace') return r.cow;
-      if (mode === 'open') {
-        const master = await store.lookup(dir, r.read);
-        if (master.stats.isFile()) {
-          await this.copyUp(store, dir, master, r.cow);
-          return r.cow;
-        }
-      }
-    }
+    // RENAME over a COW name replaces this client's view of it: its own variant, not the master.
+    if (mode === 'replace' && r.cow !== null && r.read !== null) return r.cow;
     return r.read ?? r.create;
   }
 
@@ -308,10 +333,15 @@ export class Remapper {
     const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
     let view = entry.views.get(key);
     if (view !== undefined) return view;
+    const byName = new Map<string, ListingEntry>();
+    for (const e of (await store.listing(dir)).entries) byName.set(e.name, e);
     view = [];
-    for (const e of entry.dotEntries) view.push({ ...e, raw: e.name });
+    for (const dot of ['.', '..']) {
+      const e = byName.get(dot);
+      if (e !== undefined) view.push({ ...e, raw: dot });
+    }
     for (const v of visibleBases(entry.index, client!, (b) => Remapper.covers(scope, b))) {
-      const raw = entry.byName.get(v.entry);
+      const raw = byName.get(v.entry);
       if (raw === undefined) continue;
       if (v.base === v.entry) view.push({ ...raw, raw: raw.name });
       else {
@@ -332,24 +362,64 @@ export class Remapper {
    * entry this client resolves to (else STALE); a COW master's handle goes to the client's
    * variant once there is one, and `change` makes that variant (copy-up) before the change.
    */
-  async checkHandle(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null, change: boolean): Promise<FsNode> {
+  async checkHandle(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): Promise<FsNode> {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
     if (node.rel.includes('$$')) await this.checkTaggedPath(store, policy, node.rel, client);
     if (node.stats.isDirectory()) return node;
+    const cowDirs = this.state(store).cowDirs;
+    if (cowDirs.size === 0 || !cowDirs.has(parentOf(node.rel).dir)) return node;
+    return this.copyOnWrite(store, policy, node, client, false);
+  }
+
+  /**
+   * Where a change (WRITE, SETATTR) of `node` — already allowed by the permission checks — goes:
+   * for the master of a COW name, the client's variant, copied up now if it does not exist yet.
+   * The result keeps the handle's fileid (see keepFileid).
+   */
+  async beforeChange(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): Promise<FsNode> {
+    if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true || node.stats.isDirectory()) return node;
+    const dirRel = parentOf(node.rel).dir;
+    const s = this.state(store);
+    // An index we hold without COW markers answers without a stat; a directory we have not seen
+    // since a restart is read, so an old handle's writes still go copy-on-write.
+    const ino = s.byRel.get(dirRel);
+    if (!s.cowDirs.has(dirRel) && ino !== undefined && this.indexes.peek(ino)?.store === store) return node;
+    return this.copyOnWrite(store, policy, node, client, true);
+  }
+
+  private async copyOnWrite(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView, change: boolean): Promise<FsNode> {
     const { dir: dirRel, name } = parentOf(node.rel);
-    if (!change && !this.state(store).cowDirs.has(dirRel)) return node;
-    const scope = this.scope(store, policy, dirRel);
-    if (!Remapper.covers(scope, name) || name.includes('$$')) return node;
-    const { entry, dir } = await this.indexAt(store, dirRel);
+    if (!Remapper.covers(this.scope(store, policy, dirRel), name) || name.includes('$$')) return node;
+    // Copy-ups change the directory: COW decisions always use its current index.
+    const { entry, dir } = await this.indexAt(store, dirRel, true);
     const g = entry.index.groups.get(name);
     if ((g?.cow ?? entry.index.cow) === null) return node;
     const r = this.resolve(entry.index, name, client);
+    let variant: FsNode;
     if (r.read !== null && r.read !== name) {
       // Copied up earlier: this client's requests on the master's handle go to its variant.
-      return store.lookup(dir ?? (await this.dirAt(store, dirRel)), r.read);
+      variant = await store.lookup(dir ?? (await this.dirAt(store, dirRel)), r.read);
+    } else if (change && r.rule === 'cow' && r.cow !== null) {
+      variant = await this.copyUp(store, dir ?? (await this.dirAt(store, dirRel)), node, r.cow);
+    } else {
+      return node;
     }
-    if (change && r.rule === 'cow' && r.cow !== null) return this.copyUp(store, dir ?? (await this.dirAt(store, dirRel)), node, r.cow);
-    return node;
+    return underFileid(variant, node.stats.ino);
+  }
+
+  /**
+   * `after` (fresh attributes of a changed object) shown under the fileid `before` was shown
+   * under: a kernel client marks an inode stale when its fileid changes, so the COW variant
+   * reached through the master's handle keeps the master's fileid.
+   */
+  keepFileid(before: FsNode, after: FsNode): FsNode {
+    const id = shownFileid.get(before.stats);
+    return id === undefined ? after : underFileid(after, id);
+  }
+
+  /** The node under its own fileid (undoes keepFileid), for replies that carry its own handle (CREATE). */
+  unmasked(node: FsNode): FsNode {
+    return shownFileid.has(node.stats) ? { ...node, stats: Object.getPrototypeOf(node.stats) as FsNode['stats'] } : node;
   }
 
   /**
@@ -359,27 +429,55 @@ export class Remapper {
    */
   checkHandleSync(store: ExportStore, policy: RemapPolicy, node: FsNode, client: ClientView | null): FsNode | null {
     if (client === null || node.rel === '' || policy.cluster !== true || policy.clusterAdmin === true) return node;
-    if (node.rel.includes('$$')) return null;
+    if (node.rel.includes('$$') && !this.taggedPathAllowedSync(store, policy, node.rel, client)) return null;
     if (node.stats.isDirectory()) return node;
-    return this.state(store).cowDirs.has(parentOf(node.rel).dir) ? null : node;
+    const cowDirs = this.state(store).cowDirs;
+    return cowDirs.size > 0 && cowDirs.has(parentOf(node.rel).dir) ? null : node;
+  }
+
+  private taggedComponents(store: ExportStore, rel: string): TaggedComponent[] {
+    const memo = this.state(store).taggedPaths;
+    let out = memo.get(rel);
+    if (out !== undefined) return out;
+    out = [];
+    let dirRel = '';
+    for (const c of rel.split('/')) {
+      const parsed = c.includes('$$') ? parseEntryName(c) : null;
+      if (parsed !== null) out.push({ dirRel, base: parsed.base, name: c });
+      dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
+    }
+    if (memo.size > this.maxIndexes) memo.clear();
+    memo.set(rel, out);
+    return out;
+  }
+
+  /** Every tagged component is what this client resolves to, by the indexes we hold (no stat). */
+  private taggedPathAllowedSync(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): boolean {
+    const byRel = this.state(store).byRel;
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      const ino = byRel.get(t.dirRel);
+      const entry = ino === undefined ? undefined : this.indexes.get(ino);
+      if (entry === undefined || entry.store !== store || !Remapper.selects(entry.index, t, client)) return false;
+    }
+    return true;
   }
 
   private async checkTaggedPath(store: ExportStore, policy: RemapPolicy, rel: string, client: ClientView): Promise<void> {
-    const comps = rel.split('/');
-    let dirRel = '';
-    for (let i = 0; i < comps.length; i++) {
-      const c = comps[i];
-      const parsed = c.includes('$$') ? parseEntryName(c) : null;
-      if (parsed !== null && Remapper.covers(this.scope(store, policy, dirRel), parsed.base)) {
-        const { entry } = await this.indexAt(store, dirRel);
-        const r = this.resolve(entry.index, parsed.base, client);
-        if (r.read !== c && r.cow !== c) {
-          this.stats.refusedHandles++;
-          throw new NfsError(NfsStat.STALE, 'variant of another client');
-        }
-      }
-      dirRel = dirRel === '' ? c : `${dirRel}/${c}`;
+    for (const t of this.taggedComponents(store, rel)) {
+      if (!Remapper.covers(this.scope(store, policy, t.dirRel), t.base)) continue;
+      // The index we hold first; a refusal is checked again against the directory as it is now.
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, false)).entry.index, t, client)) continue;
+      if (Remapper.selects((await this.indexAt(store, t.dirRel, true)).entry.index, t, client)) continue;
+      this.stats.refusedHandles++;
+      throw new NfsError(NfsStat.STALE, 'variant of another client');
     }
+  }
+
+  /** Does this client resolve the component's base name to the component (or to it as its COW copy)? */
+  private static selects(index: TagIndex, t: TaggedComponent, client: ClientView): boolean {
+    const r = resolveName(index, t.base, client);
+    return r.read === t.name || r.cow === t.name;
   }
 
   // ---- copy-on-write -------------------------------------------------------------------------
@@ -417,9 +515,11 @@ export class Remapper {
     } else {
       throw new NfsError(NfsStat.ACCES, 'copy-on-write works on files and symlinks');
     }
-    // The copy is the master as it was: exact owner (not the directory's setgid group), mode, times.
-    node = await store.setattr(node, { mode: null, uid: st.uid, gid: st.gid, size: null, atime: null, mtime: null });
-    node = await store.setattr(node, { mode: st.isSymbolicLink() ? null : st.mode & 0o7777, uid: null, gid: null, size: null, atime: st.atimeMs / 1000, mtime: st.mtimeMs / 1000 });
+    // The copy is the master as it is now (reading it may have moved its atime): exact owner (not
+    // the directory's setgid group), mode, times.
+    const now = (await store.restat(master)).stats;
+    node = await store.setattr(node, { mode: null, uid: now.uid, gid: now.gid, size: null, atime: null, mtime: null });
+    node = await store.setattr(node, { mode: now.isSymbolicLink() ? null : now.mode & 0o7777, uid: null, gid: null, size: null, atime: now.atimeMs / 1000, mtime: now.mtimeMs / 1000 });
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');
     return node;

@@ -1,5 +1,5 @@
 /**
- * Resolution of one name for one client (docs: /work/shared/docs/cluster-tags.md, "Resolution").
+ * Resolution of one name for one client (docs: docs/cluster-tags.md, "Resolution").
  * Pure: no file system, no XDR. The NFS program reaches it through src/remap/remapper.ts.
  *
  * API

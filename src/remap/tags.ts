@@ -1,5 +1,5 @@
 /**
- * The tag grammar of per-client entries (docs: /work/shared/docs/cluster-tags.md, "Tags").
+ * The tag grammar of per-client entries (docs: docs/cluster-tags.md, "Tags").
  *
  * An entry name is parsed once, when a directory's tag index is built, into typed values:
  *

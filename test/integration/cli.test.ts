@@ -2,13 +2,13 @@
  * The command line as an admin meets it: mistakes are one line on stderr and exit status 2,
  * never a stack trace; --help documents every flag; SIGTERM stops the server cleanly.
  */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, ServerProcess } from '../helpers/server-process.js';
+import { expectUserError, runCli } from '../helpers/cli-run.js';
+import { ServerProcess } from '../helpers/server-process.js';
 
 let work: string;
 
@@ -20,17 +20,7 @@ afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 15_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function expectUserError(r: { code: number | null; stderr: string }, pattern: RegExp): void {
-  expect(r.code).toBe(2);
-  expect(r.stderr).toMatch(/^clusternfs: /);
-  expect(r.stderr).toMatch(pattern);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
-}
+const cli = (args: string[]) => runCli(args);
 
 describe('clear errors', () => {
   it('a missing export directory', () => {

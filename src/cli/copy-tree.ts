@@ -1,0 +1,121 @@
+/**
+ * Copies one entry or a whole tree the way an admin expects a variant to be made from a master
+ * or a snapshot: content, mode (setuid bits included), owner, and times are kept, symlinks are
+ * copied as symlinks and never followed, device nodes and FIFOs are recreated. Nothing is ever
+ * overwritten: every create is exclusive, so an entry that appeared meanwhile fails with EEXIST
+ * instead of being clobbered. Paths are latin1 byte strings (see src/store/fsops.ts), so
+ * non-UTF-8 names survive.
+ */
+import type fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { lchown, lstat, lutimes, mkdir, readlink, readdir, symlink, toFsPath } from '../store/fsops.js';
+import { makeNode } from '../store/mknod.js';
+
+export type EntryKind = 'file' | 'dir' | 'symlink' | 'special';
+
+export function entryKind(st: fs.Stats): EntryKind | null {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) return 'special';
+  // Sockets belong to a process that is gone: there is nothing to copy.
+  return null;
+}
+
+/** Counts what a copy made, for progress bars and summaries. */
+export interface CopyCounts {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  special: number;
+  bytes: number;
+  /** Entries left out (sockets), with why, as byte-string paths. */
+  skipped: { path: string; why: string }[];
+}
+
+export function emptyCounts(): CopyCounts {
+  return { files: 0, dirs: 0, symlinks: 0, special: 0, bytes: 0, skipped: [] };
+}
+
+export interface CopyOptions {
+  /** Called after each entry is made (progress bars). */
+  onEntry?: (kind: EntryKind, bytes: number) => void;
+  /** Keep the source's owner (default: when running as root; others cannot give files away). */
+  keepOwner?: boolean;
+  /** Walk and count only, create nothing (--dry-run): the same walk, so the counts agree. */
+  dryRun?: boolean;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/** Owner, mode, then times: chown clears setuid bits, and any change after it would bump mtime. */
+async function applyMetadata(dest: string, st: fs.Stats, kind: EntryKind, opts: CopyOptions): Promise<void> {
+  if (opts.keepOwner ?? isRoot) await lchown(dest, st.uid, st.gid);
+  // Symlink modes mean nothing on Linux (and lchmod does not exist there).
+  if (kind !== 'symlink') await fsp.chmod(toFsPath(dest), st.mode & 0o7777);
+  await lutimes(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
+}
+
+function deviceNumbers(rdev: number): { major: number; minor: number } {
+  return { major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+}
+
+/**
+ * Copies `src` (already lstat'ed as `st`) to the new path `dest`; a directory with everything
+ * below it. Returns false (and records why in counts.skipped) for what cannot be copied.
+ */
+export async function copyEntry(src: string, dest: string, st: fs.Stats, counts: CopyCounts, opts: CopyOptions = {}): Promise<boolean> {
+  const kind = entryKind(st);
+  if (kind === null) {
+    counts.skipped.push({ path: src, why: 'a socket' });
+    return false;
+  }
+  const dry = opts.dryRun === true;
+  switch (kind) {
+    case 'file':
+      // COPYFILE_EXCL: never replace something that appeared at dest in the meantime.
+      if (!dry) await fsp.copyFile(toFsPath(src), toFsPath(dest), fsc.COPYFILE_EXCL);
+      counts.files++;
+      counts.bytes += st.size;
+      break;
+    case 'symlink':
+      if (!dry) await symlink(await readlink(src), dest);
+      counts.symlinks++;
+      break;
+    case 'special': {
+      const { major, minor } = deviceNumbers(st.rdev);
+      if (!dry) await makeNode(dest, st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : 'fifo', st.mode & 0o7777, major, minor);
+      counts.special++;
+      break;
+    }
+    case 'dir':
+      // Private until filled, so nobody reads a half-copied directory with the final mode.
+      if (!dry) await mkdir(dest, 0o700);
+      for (const name of (await readdir(src)).sort()) {
+        const childSrc = `${src}/${name}`;
+        await copyEntry(childSrc, `${dest}/${name}`, await lstat(childSrc), counts, opts);
+      }
+      counts.dirs++;
+      break;
+  }
+  if (!dry) await applyMetadata(dest, st, kind, opts);
+  opts.onEntry?.(kind, kind === 'file' ? st.size : 0);
+  return true;
+}
+
+/** lstat, or null when nothing is there (ENOENT, or a path through a non-directory). */
+export async function lstatOrNull(p: string): Promise<fs.Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw err;
+  }
+}
+
+/** Removes an entry without following symlinks (a directory with its contents): for --force. */
+export async function removeEntry(path: string): Promise<void> {
+  await fsp.rm(toFsPath(path), { recursive: true, force: true });
+}

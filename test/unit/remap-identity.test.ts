@@ -1,0 +1,111 @@
+/**
+ * Client identity for HOST tags (cluster-tags.md, "Vocabulary"): host names from hosts and DHCP
+ * leases files, else reverse DNS that never stalls a call and never crashes (unfs3's NULL-host
+ * crash when reverse DNS failed).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ClientIdentities, parseHostsText } from '../../src/remap/identity.js';
+import type { HostNameResolver } from '../../src/mount/exports.js';
+import { buildTagIndex, resolveName } from '../../src/remap/resolve.js';
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+function tempFile(text: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-ident-'));
+  dirs.push(d);
+  const f = path.join(d, 'hosts');
+  fs.writeFileSync(f, text);
+  return f;
+}
+
+/** Lets pending promise callbacks run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+describe('hosts and leases files', () => {
+  it('reads /etc/hosts syntax: first name, short, lower case; comments ignored', () => {
+    const m = parseHostsText('# nodes\n10.0.0.7  Node7.Cluster.example node7\n10.0.0.8 n8 # eight\nfd00::9 n9\n\n');
+    expect(Object.fromEntries(m)).toEqual({ '10.0.0.7': 'node7', '10.0.0.8': 'n8', 'fd00::9': 'n9' });
+  });
+
+  it('reads dnsmasq leases', () => {
+    const m = parseHostsText('1700000000 52:54:00:12:34:56 10.0.0.21 rack1-n21 01:52:54:00:12:34:56\n1700000000 52:54:00:12:34:57 10.0.0.22 * *\n');
+    expect(Object.fromEntries(m)).toEqual({ '10.0.0.21': 'rack1-n21' });
+  });
+
+  it('reads ISC dhcpd.leases, the later lease of an address winning', () => {
+    const text = `lease 10.0.0.31 {\n  starts 4 2026/01/01 00:00:00;\n  client-hostname "old31";\n}\nlease 10.0.0.31 {\n  client-hostname "n31";\n}\nlease 10.0.0.32 {\n  hardware ethernet 52:54:00:00:00:32;\n}\n`;
+    expect(Object.fromEntries(parseHostsText(text))).toEqual({ '10.0.0.31': 'n31' });
+  });
+
+  it('gives the client its host name from the file, without DNS, and picks up changes', async () => {
+    const f = tempFile('10.0.0.7 node7\n');
+    const ids = new ClientIdentities({ hostsFiles: [f], resolver: null, recheckMs: 0 });
+    expect(ids.view('10.0.0.7', 5, 6)).toEqual({ ip: '10.0.0.7', addr: expect.anything(), host: 'node7', uid: 5, gid: 6 });
+    expect(ids.view('::ffff:10.0.0.7', 0, 0).host).toBe('node7');
+    expect(ids.view('10.0.0.8', 0, 0).host).toBeNull();
+    fs.writeFileSync(f, '10.0.0.7 node7b\n10.0.0.8 node8\n');
+    fs.utimesSync(f, new Date(), new Date(Date.now() + 5000));
+    ids.view('10.0.0.7', 0, 0); // starts the (asynchronous) check
+    // The check runs in the background (a call never waits for it): poll, bounded.
+    for (let i = 0; i < 300 && ids.view('10.0.0.8', 0, 0).host === null; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(ids.view('10.0.0.8', 0, 0).host).toBe('node8');
+    expect(ids.view('10.0.0.7', 0, 0).host).toBe('node7b');
+  });
+
+  it('a missing hosts file is a warning, not a crash', () => {
+    const ids = new ClientIdentities({ hostsFiles: ['/nonexistent/clusternfs-hosts'], resolver: null });
+    expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+  });
+});
+
+describe('reverse DNS never stalls a call and never crashes', () => {
+  it('a DNS that never answers: the call goes on at once with no host name; HOST tags do not match', async () => {
+    let asked = 0;
+    const hanging: HostNameResolver = { reverse: () => (asked++, new Promise<string | null>(() => {})), cached: () => undefined };
+    const ids = new ClientIdentities({ resolver: hanging });
+    const c = ids.view('10.0.0.7', 0, 0);
+    expect(c.host).toBeNull();
+    await settle();
+    expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+    await settle();
+    // Asked once, not once per call.
+    expect(asked).toBe(1);
+    const idx = buildTagIndex(['f', 'f$$HOST=node7$$', 'f$$HOST=*$$']);
+    expect(resolveName(idx, 'f', c)).toMatchObject({ rule: 'master', read: 'f' });
+  });
+
+  it('a DNS that fails (rejects or throws) leaves the client without a host name', async () => {
+    const failing: HostNameResolver = { reverse: () => Promise.reject(new Error('SERVFAIL')) };
+    const throwing: HostNameResolver = {
+      reverse: () => {
+        throw new Error('resolver broken');
+      },
+      cached: () => {
+        throw new Error('cache broken');
+      },
+    };
+    for (const resolver of [failing, throwing]) {
+      const ids = new ClientIdentities({ resolver });
+      expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+      await settle();
+      expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+    }
+  });
+
+  it('an answer arriving later is used from then on (short name, lower case)', async () => {
+    let answer!: (n: string | null) => void;
+    const slow: HostNameResolver = { reverse: () => new Promise<string | null>((r) => (answer = r)) };
+    const ids = new ClientIdentities({ resolver: slow });
+    expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+    await settle();
+    answer('Node7.Cluster.Example.');
+    await settle();
+    expect(ids.view('10.0.0.7', 0, 0).host).toBe('node7');
+  });
+});
