@@ -1,16 +1,13 @@
 /**
- * The attribute cache: inode → attributes, plus, for every cached object, the (parent, name)
- * entry that lets a LOOKUP find it without an lstat.
+ * The attribute cache: inode → attributes.
  *
  * Why a slab and not a Map of fs.Stats: a Stats object with its heap numbers and two wrappers
  * costs ~400 bytes; a million of them (the boot image of a cluster, cached) would not fit the
- * 300 MB the server may use. Attributes live instead in preallocated typed-array chunks indexed
- * by a slot (104 bytes a slot), lru-cache maps inode → slot and bounds them by count and memory,
- * and only the hottest few thousand objects are also kept materialized as FsNode (so a hit on the
- * getattr storm's working set allocates nothing). The README next to this file has the figures.
- *
- * Invariant the watcher relies on: an object has a slot only while its (parent, name) entry is in
- * `names`, so an event "name N changed in directory D" always finds the slot to drop.
+ * 300 MB the server may use. Attributes live instead in typed-array chunks indexed by a slot
+ * (80 bytes a slot), lru-cache maps inode → slot and bounds them by count and memory, and only
+ * the hottest few thousand objects are also kept materialized as FsNode (so a hit on the getattr
+ * storm's working set allocates nothing). Names → inodes come from the handle index, which knows
+ * (parent, name) of every object we have seen. The README next to this file has the figures.
  */
 import fs from 'node:fs';
 import { LRUCache } from 'lru-cache';
@@ -24,32 +21,36 @@ const MASK = CHUNK - 1;
 // Float64 fields of a slot.
 const F_SIZE = 0;
 const F_BLOCKS = 1;
-const F_RDEV = 2;
-const F_DEV = 3;
-const F_ATIME = 4;
-const F_MTIME = 5;
-const F_CTIME = 6;
-const F_BIRTHTIME = 7;
-const F_BIRTH = 8;
+const F_ATIME = 2;
+const F_MTIME = 3;
+const F_CTIME = 4;
+/** Birth time in whole µs, as in the handle. */
+const F_BIRTH = 5;
 /** Wall-clock ms until which the entry is trusted without looking at the file system. */
-const F_UNTIL = 9;
-const F_PARENT = 10;
-/** Index generation the materialized node's path was computed at. */
-const F_HOTGEN = 11;
-const F64_FIELDS = 12;
-// Uint32 fields of a slot.
+const F_UNTIL = 6;
+const F64_FIELDS = 7;
+// Uint32 fields of a slot: device numbers fit unless a major number is ≥ 4096 (not cached then).
 const U_MODE = 0;
 const U_NLINK = 1;
 const U_UID = 2;
 const U_GID = 3;
-const U32_FIELDS = 4;
+const U_DEV = 4;
+const U_RDEV = 5;
+const U32_FIELDS = 6;
 
 /** Bytes one cached object costs, all structures counted (measured by bench/cache-rss.ts). */
-export const ATTR_ENTRY_BYTES = 200;
+export const ATTR_ENTRY_BYTES = 160;
+
+/** A materialized node and the handle-index generation its path was computed at. */
+interface HotNode {
+  node: FsNode;
+  gen: number;
+}
 
 /**
  * fs.Stats rebuilt from a slot. It is a real fs.Stats (same prototype, so isDirectory() and
- * instanceof work) with the same numeric fields; the Date fields are computed on demand.
+ * instanceof work) with the same numeric fields (birthtimeMs to the µs the handle keeps); the
+ * Date fields are computed on demand.
  */
 class CachedStats {
   constructor(
@@ -92,13 +93,11 @@ export interface AttrCacheOptions {
 
 export class AttrCache {
   readonly counters: CacheCounters;
-  /** directory inode → child name → child inode, for cached children only. */
-  private readonly names = new Map<number, Map<string, number>>();
   private readonly lru: LRUCache<number, number>;
   private readonly f64: Float64Array[] = [];
   private readonly u32: Uint32Array[] = [];
-  private readonly slotName: (string | undefined)[] = [];
-  private readonly hot: (FsNode | undefined)[] = [];
+  /** slot → materialized node (a Map, not an array per slot: 8 MB less at 1M), dropped FIFO by the ring. */
+  private readonly hot = new Map<number, HotNode>();
   private readonly hotRing: Int32Array;
   private hotPos = 0;
   private readonly free: number[] = [];
@@ -110,7 +109,7 @@ export class AttrCache {
     const max = Math.max(16, Math.min(opts.maxEntries, Math.floor(opts.maxBytes / ATTR_ENTRY_BYTES)));
     this.lru = new LRUCache<number, number>({
       max,
-      dispose: (slot, ino, reason) => this.release(slot, ino, reason),
+      dispose: (slot, _ino, reason) => this.release(slot, reason),
     });
     this.hotRing = new Int32Array(Math.max(1, Math.min(opts.hotNodes ?? 16384, max))).fill(-1);
     this.counters = newCounters(() => this.lru.size);
@@ -142,19 +141,6 @@ export class AttrCache {
     return -1;
   }
 
-  /** The cached child `name` of directory `dir`, or -1 (not counted: the caller probes next). */
-  childIno(dir: number, name: string): number {
-    const m = this.names.get(dir);
-    if (m === undefined) return -1;
-    const ino = m.get(name);
-    return ino === undefined ? -1 : ino;
-  }
-
-  /** Cached children of a directory (for dropping a subtree). */
-  children(dir: number): IterableIterator<number> | null {
-    return this.names.get(dir)?.values() ?? null;
-  }
-
   /** Birth time of a cached object (-1 when not cached); does not count or bump recency. */
   birthOf(ino: number): number {
     const slot = this.lru.peek(ino);
@@ -163,9 +149,8 @@ export class AttrCache {
 
   /** The materialized node of `slot` if its path is of index generation `gen`. */
   hotNode(slot: number, gen: number): FsNode | undefined {
-    const node = this.hot[slot];
-    if (node === undefined) return undefined;
-    return this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_HOTGEN] === gen ? node : undefined;
+    const h = this.hot.get(slot);
+    return h !== undefined && h.gen === gen ? h.node : undefined;
   }
 
   isDirectory(slot: number): boolean {
@@ -179,12 +164,12 @@ export class AttrCache {
     const u = this.u32[slot >>> CHUNK_BITS];
     const p = (slot & MASK) * U32_FIELDS;
     const stats = new CachedStats(
-      f[o + F_DEV],
+      u[p + U_DEV],
       u[p + U_MODE],
       u[p + U_NLINK],
       u[p + U_UID],
       u[p + U_GID],
-      f[o + F_RDEV],
+      u[p + U_RDEV],
       4096,
       ino,
       f[o + F_SIZE],
@@ -192,7 +177,7 @@ export class AttrCache {
       f[o + F_ATIME],
       f[o + F_MTIME],
       f[o + F_CTIME],
-      f[o + F_BIRTHTIME],
+      f[o + F_BIRTH] / 1000,
     ) as unknown as fs.Stats;
     const node: FsNode = { ino, birth: f[o + F_BIRTH], rel, stats };
     this.keepHot(slot, node, gen);
@@ -200,42 +185,40 @@ export class AttrCache {
   }
 
   private keepHot(slot: number, node: FsNode, gen: number): void {
-    if (this.hot[slot] === undefined) {
-      const old = this.hotRing[this.hotPos];
-      if (old >= 0) this.hot[old] = undefined;
-      this.hotRing[this.hotPos] = slot;
-      this.hotPos = (this.hotPos + 1) % this.hotRing.length;
+    const h = this.hot.get(slot);
+    if (h !== undefined) {
+      h.node = node;
+      h.gen = gen;
+      return;
     }
-    this.hot[slot] = node;
-    this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_HOTGEN] = gen;
+    // The ring may name a slot already dropped (released, or re-added later): deleting it then
+    // only costs a re-materialization.
+    const old = this.hotRing[this.hotPos];
+    if (old >= 0) this.hot.delete(old);
+    this.hotRing[this.hotPos] = slot;
+    this.hotPos = (this.hotPos + 1) % this.hotRing.length;
+    this.hot.set(slot, { node, gen });
   }
 
-  /**
-   * Stores `node` (fresh from lstat) as the child `name` of directory `parent`, trusted until
-   * `until`. An object already cached under another name (a hard link) keeps its first name.
-   */
-  store(node: FsNode, parent: number, name: string, until: number, gen: number): void {
+  /** Stores `node` (fresh from lstat), trusted until `until`; its path is of generation `gen`. */
+  store(node: FsNode, until: number, gen: number): void {
     const st = node.stats;
+    if (st.dev > 0xffffffff || st.rdev > 0xffffffff) {
+      this.delete(node.ino);
+      return;
+    }
     let slot = this.lru.get(node.ino);
     if (slot === undefined) {
       slot = this.allocate();
       this.lru.set(node.ino, slot);
-      let m = this.names.get(parent);
-      if (m === undefined) this.names.set(parent, (m = new Map()));
-      m.set(name, node.ino);
-      this.slotName[slot] = name;
-      this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_PARENT] = parent;
     }
     const f = this.f64[slot >>> CHUNK_BITS];
     const o = (slot & MASK) * F64_FIELDS;
     f[o + F_SIZE] = st.size;
     f[o + F_BLOCKS] = st.blocks;
-    f[o + F_RDEV] = st.rdev;
-    f[o + F_DEV] = st.dev;
     f[o + F_ATIME] = st.atimeMs;
     f[o + F_MTIME] = st.mtimeMs;
     f[o + F_CTIME] = st.ctimeMs;
-    f[o + F_BIRTHTIME] = st.birthtimeMs;
     f[o + F_BIRTH] = node.birth;
     f[o + F_UNTIL] = until;
     const u = this.u32[slot >>> CHUNK_BITS];
@@ -244,6 +227,8 @@ export class AttrCache {
     u[p + U_NLINK] = st.nlink;
     u[p + U_UID] = st.uid;
     u[p + U_GID] = st.gid;
+    u[p + U_DEV] = st.dev;
+    u[p + U_RDEV] = st.rdev;
     this.keepHot(slot, node, gen);
   }
 
@@ -277,18 +262,10 @@ export class AttrCache {
     return slot;
   }
 
-  private release(slot: number, ino: number, reason: LRUCache.DisposeReason): void {
+  private release(slot: number, reason: LRUCache.DisposeReason): void {
     if (reason === 'evict') this.counters.evictions++;
     else if (this.invalidating) this.counters.invalidations++;
-    const name = this.slotName[slot];
-    const parent = this.f64[slot >>> CHUNK_BITS][(slot & MASK) * F64_FIELDS + F_PARENT];
-    const m = this.names.get(parent);
-    if (name !== undefined && m !== undefined && m.get(name) === ino) {
-      m.delete(name);
-      if (m.size === 0) this.names.delete(parent);
-    }
-    this.slotName[slot] = undefined;
-    this.hot[slot] = undefined;
+    this.hot.delete(slot);
     this.free.push(slot);
   }
 }

@@ -105,6 +105,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
       ttlMs: opts.cacheTtlMs,
     },
     metricsPerClient: Math.floor(opts.metricsPerClient),
+    version: version(),
     limits: limitsFromOptions(opts),
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.

@@ -1,16 +1,24 @@
 /**
- * Prometheus metrics (prom-client) and the HTTP endpoint that serves them.
+ * Prometheus metrics (prom-client) and the HTTP endpoint that serves them (and the status page).
  *
  * Per-call cost matters (see the cost budget in the architecture notes): the totals of each
  * (program, version, procedure) are created when a program is registered, so observing a call is
  * an array look-up and a few additions, never a label-string look-up; prom-client formats them
- * only when /metrics is scraped.
+ * only when /metrics is scraped. Everything that other
+ * modules already count (caches, file-system calls, bytes, error replies, connections) is read at
+ * scrape time by `collect()` callbacks: nothing on the call path.
  */
 import http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CacheCounters } from '../cache/counters.js';
 import { componentLogger } from '../log/logger.js';
+import { NFS_PROGRAM, NFS_STAT_NAMES } from '../nfs/constants.js';
 import type { CallObserver, Program, RpcCall } from '../rpc/dispatch.js';
 import type { ReplyCache } from '../rpc/reply-cache.js';
+import type { ExportStore } from '../store/export-store.js';
+import { fsCallCounts, fsWriteCounts } from '../store/fsops.js';
+import { ACTIVE_WINDOW_S, ClientTracker } from './clients.js';
+import { renderStatusPage, type StatusSource } from './status-page.js';
 
 const log = componentLogger('metrics');
 
@@ -28,7 +36,11 @@ class ProcTotals {
   durationSum = 0;
   /** Per bucket (not cumulative), the last slot is +Inf. */
   readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
-  constructor(readonly labels: Record<string, string>) {}
+  constructor(
+    readonly labels: Record<string, string>,
+    /** An NFS procedure whose reply carries an nfsstat3 (all but NULL). */
+    readonly nfsStatus: boolean,
+  ) {}
 }
 
 /** The shape prom-client's Registry reads from a metric at scrape time. */
@@ -77,22 +89,154 @@ function histogramValues(t: ProcTotals, name: string): ScrapedMetric['values'] {
   return out;
 }
 
+/** Anything with cache-like counters (the remap tag index exposes `size` rather than `entries`). */
+export type CacheLike = Pick<CacheCounters, 'hits' | 'misses' | 'evictions'> & { entries?: number; size?: number; invalidations?: number };
+
+export interface MetricsOptions {
+  /** Per-client request series for at most this many client addresses; 0 = none. */
+  perClient?: number;
+}
+
+
 export class ServerMetrics implements CallObserver {
   readonly registry = new Registry();
   private readonly totals: ProcTotals[] = [];
   /** program → version → procedure → totals. */
   private readonly bound = new Map<number, Map<number, ProcTotals[]>>();
+  readonly clients = new ClientTracker();
+  readonly startedAt = Date.now();
+  /** NFS replies with an nfsstat3 (OK ones are these minus the error replies). */
+  private nfsReplies = 0;
+  private readonly caches = new Map<string, CacheLike[]>();
+  private remapStats: (() => Record<string, number>) | null = null;
+  private statusSource: StatusSource | null = null;
+  private readonly perClient: number;
 
-  constructor() {
+  constructor(opts: MetricsOptions = {}) {
+    this.perClient = opts.perClient ?? 0;
     collectDefaultMetrics({ register: this.registry, prefix: 'clusternfs_' });
     const all = this.totals;
-    const metrics = [
+    const perCall = [
       new TotalsMetric('clusternfs_rpc_requests_total', 'RPC calls answered, by program and procedure', 'counter', all, (t) => [{ value: t.requests, labels: t.labels }]),
       new TotalsMetric('clusternfs_rpc_duration_seconds', 'Time from dispatch to reply, by program and procedure', 'histogram', all, histogramValues),
       new TotalsMetric('clusternfs_rpc_reply_bytes_total', 'Bytes of RPC replies sent, by program and procedure', 'counter', all, (t) => [{ value: t.replyBytes, labels: t.labels }]),
     ];
     // registerMetric only needs name/get/reset; prom-client's own types want a full Metric.
-    for (const m of metrics) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
+    for (const m of perCall) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
+  }
+
+  /** A counter whose values are counted elsewhere: prom-client counters cannot be set, so it is reset and re-added. */
+  private mirrored(name: string, help: string, labelNames: string[], values: () => Iterable<[Record<string, string>, number]>): void {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [labels, v] of values()) this.inc(labels, v);
+      },
+    });
+  }
+
+  private gauged(name: string, help: string, labelNames: string[], values: () => Iterable<[Record<string, string>, number]>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [labels, v] of values()) this.set(labels, v);
+      },
+    });
+  }
+
+  /**
+   * Adds a cache to `clusternfs_cache_*{cache="name"}`; several caches under one name (one per
+   * export) are summed. The remap tag index registers here as `tags`.
+   */
+  registerCache(name: string, counters: CacheLike): void {
+    let list = this.caches.get(name);
+    if (list === undefined) this.caches.set(name, (list = []));
+    list.push(counters);
+  }
+
+  /** Per-rule resolution counts of the remap module (`clusternfs_remap_resolutions_total{rule}`). */
+  registerRemapStats(read: () => Record<string, number>): void {
+    this.remapStats = read;
+  }
+
+  /** What the status page shows besides the metrics themselves. */
+  setStatusSource(source: StatusSource): void {
+    this.statusSource = source;
+  }
+
+  /** Cache hit/miss/eviction/entry totals by cache name (the status page shows them too). */
+  cacheTotals(): Map<string, { hits: number; misses: number; evictions: number; invalidations: number; entries: number }> {
+    const out = new Map<string, { hits: number; misses: number; evictions: number; invalidations: number; entries: number }>();
+    for (const [name, list] of this.caches) {
+      const t = { hits: 0, misses: 0, evictions: 0, invalidations: 0, entries: 0 };
+      for (const c of list) {
+        t.hits += c.hits;
+        t.misses += c.misses;
+        t.evictions += c.evictions;
+        t.invalidations += c.invalidations ?? 0;
+        t.entries += c.entries ?? c.size ?? 0;
+      }
+      out.set(name, t);
+    }
+    return out;
+  }
+
+  /**
+   * The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls.
+   * (Open TCP connections are clusternfs_tcp_connections, from the limits in limits.ts.)
+   */
+  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>): void {
+    for (const s of stores) {
+      this.registerCache('attr', s.attrs.counters);
+      this.registerCache('listing', s.listingCounters);
+    }
+    const cacheValues = (field: 'hits' | 'misses' | 'evictions' | 'invalidations' | 'entries') =>
+      function* (this: ServerMetrics): Iterable<[Record<string, string>, number]> {
+        for (const [cache, t] of this.cacheTotals()) yield [{ cache }, t[field]];
+      }.bind(this);
+    this.mirrored('clusternfs_cache_hits_total', 'Look-ups answered from the cache, by cache', ['cache'], cacheValues('hits'));
+    this.mirrored('clusternfs_cache_misses_total', 'Look-ups the cache could not answer, by cache', ['cache'], cacheValues('misses'));
+    this.mirrored('clusternfs_cache_evictions_total', 'Entries dropped by the cache bounds (entries or memory), by cache', ['cache'], cacheValues('evictions'));
+    this.mirrored('clusternfs_cache_invalidations_total', 'Entries dropped because the object changed (our change or a watcher event), by cache', ['cache'], cacheValues('invalidations'));
+    this.gauged('clusternfs_cache_entries', 'Entries held, by cache', ['cache'], cacheValues('entries'));
+    const sum = (f: (s: ExportStore) => number) => () => stores.reduce((n, s) => n + f(s), 0);
+    const single = (name: string, help: string, read: () => number, kind: 'counter' | 'gauge') =>
+      (kind === 'counter' ? this.mirrored : this.gauged).call(this, name, help, [], () => [[{}, read()]]);
+    single('clusternfs_watch_directories', 'Directories watched with inotify for changes behind our back', sum((s) => s.watcher.size), 'gauge');
+    single('clusternfs_watch_events_total', 'inotify events received', sum((s) => s.watcher.events), 'counter');
+    single('clusternfs_watch_failures_total', 'Directories that could not be watched (cap or kernel limit; their entries live only for the TTL)', sum((s) => s.watcher.failures), 'counter');
+    single('clusternfs_read_bytes_total', 'File data bytes sent by READ', sum((s) => s.bytesRead), 'counter');
+    single('clusternfs_write_bytes_total', 'File data bytes written by WRITE', sum((s) => s.bytesWritten), 'counter');
+    single('clusternfs_clients', `Distinct client addresses that made a call in the last ${ACTIVE_WINDOW_S} s`, () => this.clients.active().length, 'gauge');
+    this.mirrored('clusternfs_nfs_replies_total', 'NFS replies by nfsstat3', ['status'], () => {
+      let errors = 0;
+      const out: [Record<string, string>, number][] = [];
+      for (const [status, n] of errorReplies) {
+        errors += n;
+        out.push([{ status: NFS_STAT_NAMES[status] ?? String(status) }, n]);
+      }
+      out.push([{ status: 'NFS3_OK' }, Math.max(0, this.nfsReplies - errors)]);
+      return out;
+    });
+    this.mirrored('clusternfs_fs_calls_total', 'File-system calls made by the store, by kind (a cache hit makes none)', ['kind'], () =>
+      [...Object.entries(fsCallCounts), ...Object.entries(fsWriteCounts)].map(([kind, n]) => [{ kind }, n] as [Record<string, string>, number]),
+    );
+    this.mirrored('clusternfs_remap_resolutions_total', 'Per-client remap resolutions, by rule', ['rule'], () =>
+      Object.entries(this.remapStats?.() ?? {}).map(([rule, n]) => [{ rule }, n] as [Record<string, string>, number]),
+    );
+    if (this.perClient > 0) {
+      this.mirrored('clusternfs_client_requests_total', `RPC calls by client address (the ${this.perClient} busiest; --metrics-per-client)`, ['client'], () =>
+        this.clients.all().slice(0, this.perClient).map((c) => [{ client: c.address }, c.calls] as [Record<string, string>, number]),
+      );
+    }
   }
 
   /** The duplicate-request cache's counters, read at scrape time (nothing on the call path). */
@@ -117,7 +261,7 @@ export class ServerMetrics implements CallObserver {
       const procs: ProcTotals[] = [];
       v.procedures.forEach((spec, i) => {
         if (spec === undefined) return;
-        const t = new ProcTotals({ program: program.name, version: String(v.version), procedure: spec.name });
+        const t = new ProcTotals({ program: program.name, version: String(v.version), procedure: spec.name }, program.program === NFS_PROGRAM && i !== 0);
         procs[i] = t;
         this.totals.push(t);
       });
@@ -136,6 +280,17 @@ export class ServerMetrics implements CallObserver {
     let i = 0;
     while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]) i++;
     t.buckets[i]++;
+    if (t.nfsStatus) this.nfsReplies++;
+    this.clients.record(call.sink.address);
+  }
+
+  /** The status page's HTML (see status-page.ts). */
+  statusPage(): string {
+    return renderStatusPage(this, this.statusSource);
+  }
+
+  close(): void {
+    this.clients.close();
   }
 }
 
@@ -153,8 +308,19 @@ export function serveMetrics(metrics: ServerMetrics, host: string, port: number)
           res.writeHead(500).end();
         },
       );
+    } else if (req.method === 'GET' && req.url?.split('?')[0] === '/') {
+      let body: string;
+      try {
+        body = metrics.statusPage();
+      } catch (err) {
+        log.error({ err }, 'status page failed');
+        res.writeHead(500).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(body);
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('clusternfs: metrics are at /metrics\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('clusternfs: metrics are at /metrics, the status page at /\n');
     }
   });
   return new Promise((resolve, reject) => {

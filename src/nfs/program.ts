@@ -92,6 +92,8 @@ export class NfsProgram {
    * have lost before it was committed.
    */
   private readonly writeVerifier = randomBytes(8);
+  /** Error replies by nfsstat3 (every non-OK reply goes through fail()); read by the metrics. */
+  readonly errorReplies = new Map<number, number>();
 
   private readonly remap: Remapper;
   private readonly identities: ClientIdentities;
@@ -199,6 +201,7 @@ export class NfsProgram {
   /** Answers a failure: status plus the procedure's resfail arm (attributes when known). */
   private fail(call: RpcCall, err: unknown, attrs: fs.Stats | null = null, fsid = 0): void {
     const status = toNfsStat(err);
+    this.errorReplies.set(status, (this.errorReplies.get(status) ?? 0) + 1);
     const ctx = { client: call.sink.address, xid: call.xid, proc: NFS_PROC_NAMES[call.proc] ?? call.proc, status };
     if (isClientError(status)) log.debug({ ...ctx, reason: (err as Error).message }, 'NFS error reply');
     else log.error({ ...ctx, err }, 'NFS server error');

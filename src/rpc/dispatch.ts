@@ -7,6 +7,7 @@
  * stretch between `call.beginReply()` and `call.send()`, because the reply writer is shared.
  */
 import { componentLogger } from '../log/logger.js';
+import { RateLimitedLog } from '../log/rate-limited.js';
 import {
   AcceptStat,
   AuthFlavor,
@@ -25,6 +26,8 @@ import { CacheState, replyCacheKey, type ReplyCache } from './reply-cache.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
 
 const log = componentLogger('rpc');
+/** Lines a client can provoke with every packet it sends. */
+const hostile = new RateLimitedLog(log);
 
 /** Where a call came from and how to answer it: one per TCP connection, one per UDP datagram. */
 export interface ReplySink {
@@ -166,7 +169,7 @@ export class RpcCall {
       return;
     }
     if (err instanceof XdrError) {
-      log.warn({ client: this.sink.address, xid: this.xid, proc: this.spec.name, reason: err.message }, 'garbage arguments');
+      hostile.warn({ client: this.sink.address, xid: this.xid, proc: this.spec.name, reason: err.message }, 'garbage arguments');
       this.replyAccept(AcceptStat.GARBAGE_ARGS);
     } else {
       log.error({ err, client: this.sink.address, xid: this.xid, proc: this.spec.name }, 'procedure failed');
@@ -227,21 +230,21 @@ export class RpcDispatcher {
       header = decodeCallHeader(args, memo);
     } catch (err) {
       // Without a whole call header there is no call to answer.
-      log.warn({ client: sink.address, reason: (err as Error).message, bytes: record.length }, 'undecodable RPC header, dropped');
+      hostile.warn({ client: sink.address, reason: (err as Error).message, bytes: record.length }, 'undecodable RPC header, dropped');
       return;
     }
     if (header === null) {
-      log.debug({ client: sink.address }, 'RPC reply message sent to the server, ignored');
+      hostile.warn({ client: sink.address }, 'RPC reply message sent to the server, ignored');
       return;
     }
     const { xid, prog, vers, proc, cred } = header;
     if (header.rpcvers !== RPC_VERSION) {
-      log.warn({ client: sink.address, xid, rpcvers: header.rpcvers }, 'RPC version mismatch');
+      hostile.warn({ client: sink.address, xid, rpcvers: header.rpcvers }, 'RPC version mismatch');
       this.sendRaw(sink, (w) => writeRpcMismatch(w, xid));
       return;
     }
     if (header.badCred) {
-      log.warn({ client: sink.address, xid, prog }, 'malformed AUTH_SYS credential');
+      hostile.warn({ client: sink.address, xid, prog }, 'malformed AUTH_SYS credential');
       this.sendRaw(sink, (w) => writeAuthError(w, xid, AuthStat.AUTH_BADCRED));
       return;
     }
@@ -259,12 +262,12 @@ export class RpcDispatcher {
     }
     const spec = version.procedures[proc];
     if (spec === undefined) {
-      log.warn({ client: sink.address, xid, prog, vers, proc }, 'procedure unavailable');
+      hostile.warn({ client: sink.address, xid, prog, vers, proc }, 'procedure unavailable');
       this.sendRaw(sink, (w) => writeAcceptedHeader(w, xid, AcceptStat.PROC_UNAVAIL));
       return;
     }
     if (spec.needsCred && cred.flavor !== AuthFlavor.SYS && cred.flavor !== AuthFlavor.NONE) {
-      log.warn({ client: sink.address, xid, flavor: cred.flavor, proc: spec.name }, 'unsupported auth flavor');
+      hostile.warn({ client: sink.address, xid, flavor: cred.flavor, proc: spec.name }, 'unsupported auth flavor');
       this.sendRaw(sink, (w) => writeAuthError(w, xid, AuthStat.AUTH_TOOWEAK));
       return;
     }

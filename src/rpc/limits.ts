@@ -7,8 +7,9 @@
  * runs when a limit actually bites.
  */
 import { componentLogger } from '../log/logger.js';
+import { RateLimitedLog } from '../log/rate-limited.js';
 
-const log = componentLogger('limits');
+const log = new RateLimitedLog(componentLogger('limits'));
 
 export interface ServerLimits {
   /** Largest RPC record (all fragments together); refused from its header, before buffering. */
@@ -86,26 +87,13 @@ const MESSAGES = [
   'idle connection, closing',
 ];
 
-/** One log line per limit per this interval at most; the lines in between are counted. */
-const LOG_INTERVAL_MS = 5000;
-
-/** How many times each limit bit, plus the rate-limited log line. Shared by one server's transports. */
+/** How many times each limit bit, plus a rate-limited log line. Shared by one server's transports. */
 export class LimitHits {
   readonly counts = new Float64Array(LIMIT_NAMES.length);
-  private readonly lastLog = new Float64Array(LIMIT_NAMES.length);
-  private readonly suppressed = new Float64Array(LIMIT_NAMES.length);
 
   hit(limit: number, client: string, port: number, detail: number): void {
     this.counts[limit]++;
-    const now = Date.now();
-    if (now - this.lastLog[limit] < LOG_INTERVAL_MS) {
-      this.suppressed[limit]++;
-      return;
-    }
-    this.lastLog[limit] = now;
-    const suppressed = this.suppressed[limit];
-    this.suppressed[limit] = 0;
-    log.warn({ limit: LIMIT_NAMES[limit], client, port, detail, suppressed }, MESSAGES[limit]);
+    log.warn({ limit: LIMIT_NAMES[limit], client, port, detail }, MESSAGES[limit]);
   }
 
   count(name: LimitName): number {

@@ -43,6 +43,8 @@ export interface ServerConfig {
   cache?: Partial<CacheOptions>;
   /** Per-client series on /metrics (capped at this many clients); 0 = none. */
   metricsPerClient?: number;
+  /** Shown on the status page. */
+  version?: string;
   /** Overrides of the protection limits (src/rpc/limits.ts); the rest keep their defaults. */
   limits?: Partial<ServerLimits>;
 }
@@ -78,7 +80,8 @@ export class ClusterNfsServer {
   /** Per-client remapping; its `stats` are plain numbers for the metrics code. */
   readonly remapper: Remapper;
   private readonly transports: (TcpTransport | UdpTransport)[];
-  private readonly stores: ExportStore[];
+  /** The exports' stores (their caches and counters: metrics, status page, tests). */
+  readonly stores: ExportStore[];
   /** Portmapper (unregisters from a system rpcbind) and metrics endpoint. */
   private readonly closers: (() => Promise<void>)[];
 
@@ -117,14 +120,17 @@ export class ClusterNfsServer {
       return quick !== undefined ? quick : table.clientOptions(entry, address);
     };
 
-    const metrics = new ServerMetrics();
+    const metrics = new ServerMetrics({ perClient: cfg.metricsPerClient ?? 0 });
     const nfsDispatch = new RpcDispatcher();
     // Retransmitted non-idempotent calls (a REMOVE whose reply was lost) get the first reply.
     nfsDispatch.replyCache = new ReplyCache();
     metrics.watchReplyCache(nfsDispatch.replyCache);
     const remapper = new Remapper();
     const identities = new ClientIdentities({ hostsFiles: cfg.hostsFiles ?? [] });
-    const nfsProgram = new NfsProgram(served, authorize, undefined, { remapper, identities }).program();
+    const nfs = new NfsProgram(served, authorize, undefined, { remapper, identities });
+    const nfsProgram = nfs.program();
+    metrics.registerCache('tags', remapper.stats.index);
+    metrics.registerRemapStats(() => remapper.stats.rules);
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
@@ -137,7 +143,10 @@ export class ClusterNfsServer {
     const guard = new ConnectionGuard({ ...DEFAULT_LIMITS, ...cfg.limits }, new LimitHits());
     registerLimitMetrics(metrics.registry, guard);
     const transports: (TcpTransport | UdpTransport)[] = [];
-    const closers: (() => Promise<void>)[] = [];
+    const closers: (() => Promise<void>)[] = [async () => metrics.close()];
+    const connections = () => transports.reduce((n, t) => n + (t instanceof TcpTransport ? t.connections() : 0), 0);
+    metrics.watchServer([...stores.values()], nfs.errorReplies);
+    metrics.setStatusSource({ version: cfg.version ?? 'unknown', exports: served, connections });
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
       transports.push(t);
       return t;
@@ -151,7 +160,11 @@ export class ClusterNfsServer {
         registry.addProgram(MOUNT_PROGRAM, [MOUNT_V1, MOUNT_V3], mount);
         registry.addProgram(NFS_PROGRAM, [NFS_V3], nfs);
         try {
-          portmapper = await startPortmapper({ registry, host: cfg.bind, port: cfg.portmapPort });
+          // Observed like NFS and MOUNT: whether booting nodes ask the portmapper shows on /metrics.
+          const portmapDispatch = new RpcDispatcher();
+          portmapDispatch.observer = metrics;
+          portmapper = await startPortmapper({ registry, host: cfg.bind, port: cfg.portmapPort, dispatcher: portmapDispatch });
+          for (const p of portmapDispatch.registered()) metrics.watch(p);
         } catch (err) {
           throw new StartupError((err as Error).message);
         }

@@ -108,8 +108,13 @@ export class ExportStore {
   readonly listingCounters: CacheCounters;
   readonly watcher: DirWatcher;
   private readonly cacheOpts: CacheOptions;
+  /** Data bytes READ and WRITE moved (the metrics read them). */
+  bytesRead = 0;
+  bytesWritten = 0;
   /** Bumped by every change we see, per bucket of the parent directory's inode. */
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
+  /** lstats in flight by path, shared by the callers that miss meanwhile (see fill()). */
+  private readonly filling = new Map<string, { epoch: number; done: Promise<FsNode> }>();
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
   private readonly walkFreshMs: number;
@@ -180,7 +185,7 @@ export class ExportStore {
   async rootNode(): Promise<FsNode> {
     const cached = this.resolveCached({ fsid: this.fsid, ino: this.rootIno, birth: this.rootBirth });
     if (cached !== null) return cached;
-    const node = await this.fill('', this.rootIno, '', '');
+    const node = await this.fill('', this.rootIno, '');
     if (node.ino !== this.rootIno) throw new NfsError(NfsStat.STALE, 'export root was replaced');
     return node;
   }
@@ -218,7 +223,7 @@ export class ExportStore {
       const slot = this.attrs.probe(parent, -1, Date.now());
       return slot < 0 ? null : this.nodeOf(slot, parent);
     }
-    const ino = this.attrs.childIno(dir.ino, name);
+    const ino = this.index.childOf(dir.ino, name);
     if (ino < 0) {
       this.attrs.counters.misses++;
       return null;
@@ -241,13 +246,29 @@ export class ExportStore {
   }
 
   /**
-   * lstat of `rel`, the child `name` of directory `parent` (at `parentRel`), remembered in the
+   * lstat of `rel`, a child of directory `parent` (at `parentRel`), remembered in the
    * cache unless something in that directory changed while the lstat ran (its result may then
    * predate the change whose invalidation already happened). The parent is watched before the
    * lstat, so no change after the lstat can go unseen; a directory's own watch is added after
    * we learn it is one, so its attributes are read once more after that.
+   *
+   * Callers that miss at once (a boot storm asking for one file from 64 nodes) share one lstat,
+   * unless the directory changed since it started; restat() never shares (it must see our change).
    */
-  private async fill(rel: string, parent: number, parentRel: string, name: string): Promise<FsNode> {
+  private fill(rel: string, parent: number, parentRel: string): Promise<FsNode> {
+    const b = this.bucket(parent);
+    const running = this.filling.get(rel);
+    if (running !== undefined && running.epoch === this.epochs[b]) return running.done;
+    const entry = { epoch: this.epochs[b], done: this.fillNow(rel, parent, parentRel) };
+    this.filling.set(rel, entry);
+    const forget = () => {
+      if (this.filling.get(rel) === entry) this.filling.delete(rel);
+    };
+    entry.done.then(forget, forget);
+    return entry.done;
+  }
+
+  private async fillNow(rel: string, parent: number, parentRel: string): Promise<FsNode> {
     const watched = this.watchDir(parent, parentRel);
     const b = this.bucket(parent);
     const epoch = this.epochs[b];
@@ -260,14 +281,13 @@ export class ExportStore {
       else if (self === 'no') trusted = false;
     }
     const node: FsNode = { ino: stats.ino, birth: birthMicros(stats.birthtimeMs), rel, stats };
-    if (this.epochs[b] === epoch) this.remember(node, parent, name, trusted);
+    if (this.epochs[b] === epoch) this.remember(node, trusted);
     return node;
   }
 
-  private remember(node: FsNode, parent: number, name: string, trusted: boolean): void {
-    const now = Date.now();
-    const until = now + (trusted ? this.cacheOpts.maxAgeMs : this.cacheOpts.ttlMs);
-    this.attrs.store(node, parent, name, until, this.index.pathGeneration);
+  private remember(node: FsNode, trusted: boolean): void {
+    const until = Date.now() + (trusted ? this.cacheOpts.maxAgeMs : this.cacheOpts.ttlMs);
+    this.attrs.store(node, until, this.index.pathGeneration);
   }
 
   /** Our own change to `ino`: its attributes are read again next time. */
@@ -282,40 +302,40 @@ export class ExportStore {
     this.epochs[this.bucket(this.parentOf(dir))]++;
     this.attrs.delete(dir);
     this.listings.delete(dir);
-    const child = this.attrs.childIno(dir, name);
+    const child = this.index.childOf(dir, name);
     if (child >= 0) this.attrs.delete(child);
   }
 
   /**
    * inotify: `name` in directory `dir` was created, deleted, moved ('rename') or written,
    * chmod'ed ('change'); or `dir` itself changed. The directory's attributes and listing go,
-   * and so does the child (with everything cached below it when it was moved or deleted).
+   * and so does the child. A watched subdirectory that was moved or deleted takes the whole
+   * attribute cache with it: the paths of everything below it may have changed, and the cache
+   * does not know which of its entries lie below (rare in image updates; see README.md).
    */
   private onDirEvent(dir: number, kind: 'rename' | 'change', name: string): void {
+    // The directory's own fill counts changes in its parent's bucket: a fill of its attributes
+    // running now may have read the mtime from before this event.
     this.epochs[this.bucket(dir)]++;
+    this.epochs[this.bucket(this.parentOf(dir))]++;
     this.attrs.delete(dir);
     this.listings.delete(dir);
-    const child = this.attrs.childIno(dir, name);
+    const child = this.index.childOf(dir, name);
     if (child < 0) return;
-    if (kind === 'rename') this.dropSubtree(child, 0);
-    // A descriptor of a replaced file would keep serving the old content.
     const birth = this.attrs.birthOf(child);
-    this.openFiles.invalidate(child, birth);
-    this.writeFiles.invalidate(child, birth);
-    this.attrs.delete(child);
-  }
-
-  private dropSubtree(dir: number, depth: number): void {
-    const children = this.attrs.children(dir);
-    if (children !== null && depth < 4096) {
-      for (const c of [...children]) {
-        this.dropSubtree(c, depth + 1);
-        this.attrs.delete(c);
-      }
+    if (kind === 'rename' && child !== dir && this.watcher.isWatched(child)) {
+      this.watcher.unwatch(child);
+      this.listings.delete(child);
+      for (let i = 0; i < EPOCH_BUCKETS; i++) this.epochs[i]++;
+      this.attrs.clear();
     }
-    this.epochs[this.bucket(dir)]++;
-    this.listings.delete(dir);
-    this.watcher.unwatch(dir);
+    // A descriptor of a replaced or deleted file would keep serving the old content (a write
+    // in place, ours included, leaves the inode and its descriptors valid).
+    if (kind === 'rename') {
+      this.openFiles.invalidate(child, birth);
+      this.writeFiles.invalidate(child, birth);
+    }
+    this.attrs.delete(child);
   }
 
   // ---- handles -----------------------------------------------------------------------------------
@@ -354,7 +374,7 @@ export class ExportStore {
     const parentRel = fh.ino === this.rootIno ? '' : parentPath(rel);
     let node: FsNode;
     try {
-      node = await this.fill(rel, parent, parentRel, name);
+      node = await this.fill(rel, parent, parentRel);
     } catch {
       return null;
     }
@@ -463,12 +483,12 @@ export class ExportStore {
       // Not the root's '..' (lookupCached answers that: the root is its own parent).
       const rel = parentPath(dir.rel);
       const parent = this.index.get(dir.ino)?.parent ?? this.rootIno;
-      if (parent === this.rootIno) return this.fill('', this.rootIno, '', '');
+      if (parent === this.rootIno) return this.fill('', this.rootIno, '');
       const e = this.index.get(parent);
-      return this.fill(rel, e?.parent ?? this.rootIno, parentPath(rel), e?.name ?? '');
+      return this.fill(rel, e?.parent ?? this.rootIno, parentPath(rel));
     }
     const rel = this.childRel(dir, name);
-    const node = await this.fill(rel, dir.ino, dir.rel, name);
+    const node = await this.fill(rel, dir.ino, dir.rel);
     this.index.set(node.ino, node.birth, dir.ino, name);
     return node;
   }
@@ -502,6 +522,7 @@ export class ExportStore {
       }
     });
     const data = got === want ? buf : buf.subarray(0, got);
+    this.bytesRead += got;
     return { data, eof: offset + got >= size || got < want };
   }
 
@@ -531,10 +552,10 @@ export class ExportStore {
         entries.push({ name: batch[j], ino: st.ino, cookieHi: c.hi, cookieLo: c.lo });
         const birth = birthMicros(st.birthtimeMs);
         this.index.set(st.ino, birth, dir.ino, batch[j]);
-        // Subdirectories are not watched yet, so their own attributes are only trusted briefly.
-        if (this.epochs[b] === epoch) {
-          const trusted = watched && (!st.isDirectory() || this.watcher.isWatched(st.ino));
-          this.remember({ ino: st.ino, birth, rel: this.childRel(dir, batch[j]), stats: st }, dir.ino, batch[j], trusted);
+        // A subdirectory's own attributes are only kept once it is watched (its first fill()
+        // watches it): its mtime changes with its entries, which only its own watch reports.
+        if (this.epochs[b] === epoch && (!st.isDirectory() || this.watcher.isWatched(st.ino))) {
+          this.remember({ ino: st.ino, birth, rel: this.childRel(dir, batch[j]), stats: st }, watched);
         }
       }
     }
@@ -556,7 +577,7 @@ export class ExportStore {
     this.invalidate(node.ino);
     const e = node.ino === this.rootIno ? undefined : this.index.get(node.ino);
     const parent = e?.parent ?? this.rootIno;
-    const fresh = await this.fill(node.rel, parent, node.ino === this.rootIno ? '' : parentPath(node.rel), e?.name ?? '');
+    const fresh = await this.fillNow(node.rel, parent, node.ino === this.rootIno ? '' : parentPath(node.rel));
     return { ...node, stats: fresh.stats };
   }
 
@@ -651,7 +672,10 @@ export class ExportStore {
   /** Forgets a removed object: its handle now answers STALE, its descriptors are dropped. */
   private forget(node: FsNode): void {
     this.invalidate(node.ino);
-    if (node.stats.isDirectory()) this.dropSubtree(node.ino, 0);
+    if (node.stats.isDirectory()) {
+      this.watcher.unwatch(node.ino);
+      this.listings.delete(node.ino);
+    }
     this.openFiles.invalidate(node.ino, node.birth);
     this.writeFiles.invalidate(node.ino, node.birth);
     // Another hard link keeps the inode alive; the index entry may then point at the removed
@@ -689,6 +713,7 @@ export class ExportStore {
       if (stable !== 0) await fsops.sync(fd, stable === 1);
     });
     this.invalidate(node.ino);
+    this.bytesWritten += written;
     return written;
   }
 

@@ -14,6 +14,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { componentLogger } from '../log/logger.js';
 import { readU64At, writeU64At } from '../rpc/xdr.js';
+import { IndexTable } from './index-table.js';
 
 const log = componentLogger('handle-index');
 const REC_SET = 1;
@@ -29,7 +30,7 @@ export interface IndexEntry {
 }
 
 export class HandleIndex {
-  private readonly entries = new Map<number, IndexEntry>();
+  private readonly entries = new IndexTable();
   private readonly file: string | null;
   private pending: Buffer[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
@@ -38,6 +39,8 @@ export class HandleIndex {
   private generation = 0;
   private readonly pathCache = new Map<number, { gen: number; rel: string }>();
   private readonly rootIno: number;
+  /** Length of the log up to its last whole record, as found when it was replayed. */
+  private validBytes = 0;
 
   private constructor(file: string | null, rootIno: number) {
     this.file = file;
@@ -54,6 +57,9 @@ export class HandleIndex {
     try {
       const data = await fsp.readFile(file);
       records = index.replay(data);
+      // A record torn by a crash must go before we append: replay stops at the first bad record,
+      // so everything appended after the torn bytes would be lost at the next restart.
+      if (index.validBytes < data.length) await fsp.truncate(file, index.validBytes);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
@@ -71,25 +77,22 @@ export class HandleIndex {
       if ((type !== REC_SET && type !== REC_DEL) || off + HEADER + nameLen > data.length) break;
       const ino = readU64At(data, off + 1);
       if (type === REC_SET) {
-        this.entries.set(ino, {
-          birth: readU64At(data, off + 9),
-          parent: readU64At(data, off + 17),
-          name: data.toString('latin1', off + HEADER, off + HEADER + nameLen),
-        });
+        this.entries.set(ino, readU64At(data, off + 9), readU64At(data, off + 17), data.toString('latin1', off + HEADER, off + HEADER + nameLen));
       } else {
         this.entries.delete(ino);
       }
       off += HEADER + nameLen;
       records++;
     }
-    if (off !== data.length) log.warn({ file: this.file, at: off, size: data.length }, 'handle index log has a torn tail; ignored');
+    if (off !== data.length) log.warn({ file: this.file, at: off, size: data.length }, 'handle index log has a torn tail; cut off');
+    this.validBytes = off;
     return records;
   }
 
   private async compact(): Promise<void> {
     if (this.file === null) return;
     const parts: Buffer[] = [];
-    for (const [ino, e] of this.entries) parts.push(this.record(REC_SET, ino, e));
+    for (const ino of this.entries.inodes()) parts.push(this.record(REC_SET, ino, this.get(ino)!));
     const tmp = `${this.file}.tmp`;
     await fsp.writeFile(tmp, Buffer.concat(parts), { mode: 0o600 });
     await fsp.rename(tmp, this.file);
@@ -118,19 +121,40 @@ export class HandleIndex {
     return this.generation;
   }
 
+  /** A new object each call: for the paths that miss the caches. */
   get(ino: number): IndexEntry | undefined {
-    return this.entries.get(ino);
+    const row = this.entries.find(ino);
+    if (row < 0) return undefined;
+    return { birth: this.entries.birthOf(row), parent: this.entries.parentOf(row), name: this.entries.nameOf(row) };
+  }
+
+  /** The inode recorded as child `name` of directory `parent`, or -1. */
+  childOf(parent: number, name: string): number {
+    const row = this.entries.findChild(parent, name);
+    return row < 0 ? -1 : this.entries.inoOf(row);
+  }
+
+  /** The recorded parent directory of `ino`, or -1. */
+  parentOf(ino: number): number {
+    const row = this.entries.find(ino);
+    return row < 0 ? -1 : this.entries.parentOf(row);
   }
 
   /** Records where `ino` lives; a no-op when nothing changed (the common LOOKUP case). */
   set(ino: number, birth: number, parent: number, name: string): void {
     if (ino === this.rootIno) return;
-    const old = this.entries.get(ino);
-    if (old !== undefined && old.birth === birth && old.parent === parent && old.name === name) return;
-    if (old !== undefined) this.generation++;
-    const e = { birth, parent, name };
-    this.entries.set(ino, e);
-    this.append(this.record(REC_SET, ino, e));
+    const t = this.entries;
+    const row = t.find(ino);
+    if (row >= 0) {
+      if (t.birthOf(row) === birth && t.parentOf(row) === parent && t.nameOf(row) === name) return;
+      this.generation++;
+    }
+    // A name holds one object: an inode recorded under it before was replaced (rsync renames a
+    // new file over the old one), and its handle is STALE unless a walk finds it elsewhere.
+    const previous = t.findChild(parent, name);
+    if (previous >= 0 && t.inoOf(previous) !== ino) this.delete(t.inoOf(previous));
+    this.entries.set(ino, birth, parent, name);
+    this.append(this.record(REC_SET, ino, { birth, parent, name }));
   }
 
   delete(ino: number): void {
@@ -147,13 +171,14 @@ export class HandleIndex {
     const names: string[] = [];
     let cur = ino;
     for (let depth = 0; cur !== this.rootIno; depth++) {
-      const e = this.entries.get(cur);
-      if (e === undefined || depth > MAX_DEPTH) return null;
-      names.push(e.name);
-      cur = e.parent;
+      const row = this.entries.find(cur);
+      if (row < 0 || depth > MAX_DEPTH) return null;
+      names.push(this.entries.nameOf(row));
+      cur = this.entries.parentOf(row);
     }
     const rel = names.reverse().join('/');
-    if (this.pathCache.size > 100_000) this.pathCache.clear();
+    // Bounded: the attribute cache keeps the paths of the hot objects with them.
+    if (this.pathCache.size > 20_000) this.pathCache.clear();
     this.pathCache.set(ino, { gen: this.generation, rel });
     return rel;
   }

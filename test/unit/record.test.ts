@@ -41,7 +41,10 @@ describe('RecordDecoder', () => {
   it('hands on one record in one chunk as a view of that chunk', () => {
     const sink = new Collect();
     let view: Buffer | null = null;
-    const d = new RecordDecoder({ onRecord: (r) => (view = r), onViolation: (k, n) => sink.onViolation(k, n) }, LIMITS);
+    const onRecord = (r: Buffer): void => {
+      view = r;
+    };
+    const d = new RecordDecoder({ onRecord, onViolation: (k, n) => sink.onViolation(k, n) }, LIMITS);
     const p = payload(40, 1);
     const chunk = framed(p);
     d.feed(chunk);
