@@ -4,9 +4,9 @@
  * Per-call cost matters (see the cost budget in the architecture notes): the totals of each
  * (program, version, procedure) are created when a program is registered, so observing a call is
  * an array look-up and a few additions, never a label-string look-up; prom-client formats them
- * only when /metrics is scraped. Everything that other
- * modules already count (caches, file-system calls, bytes, error replies, connections) is read at
- * scrape time by `collect()` callbacks: nothing on the call path.
+ * only when /metrics is scraped. Everything that other modules already count (caches,
+ * file-system calls, bytes, error replies, connections) is read at scrape time by `collect()`
+ * callbacks: nothing on the call path.
  */
 import http from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
@@ -116,13 +116,13 @@ export class ServerMetrics implements CallObserver {
     this.perClient = opts.perClient ?? 0;
     collectDefaultMetrics({ register: this.registry, prefix: 'clusternfs_' });
     const all = this.totals;
-    const perCall = [
+    const metrics = [
       new TotalsMetric('clusternfs_rpc_requests_total', 'RPC calls answered, by program and procedure', 'counter', all, (t) => [{ value: t.requests, labels: t.labels }]),
       new TotalsMetric('clusternfs_rpc_duration_seconds', 'Time from dispatch to reply, by program and procedure', 'histogram', all, histogramValues),
       new TotalsMetric('clusternfs_rpc_reply_bytes_total', 'Bytes of RPC replies sent, by program and procedure', 'counter', all, (t) => [{ value: t.replyBytes, labels: t.labels }]),
     ];
     // registerMetric only needs name/get/reset; prom-client's own types want a full Metric.
-    for (const m of perCall) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
+    for (const m of metrics) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
   }
 
   /** A counter whose values are counted elsewhere: prom-client counters cannot be set, so it is reset and re-added. */
@@ -189,11 +189,8 @@ export class ServerMetrics implements CallObserver {
     return out;
   }
 
-  /**
-   * The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls.
-   * (Open TCP connections are clusternfs_tcp_connections, from the limits in limits.ts.)
-   */
-  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>): void {
+  /** The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls. */
+  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>, connections: () => number): void {
     for (const s of stores) {
       this.registerCache('attr', s.attrs.counters);
       this.registerCache('listing', s.listingCounters);
@@ -215,6 +212,7 @@ export class ServerMetrics implements CallObserver {
     single('clusternfs_watch_failures_total', 'Directories that could not be watched (cap or kernel limit; their entries live only for the TTL)', sum((s) => s.watcher.failures), 'counter');
     single('clusternfs_read_bytes_total', 'File data bytes sent by READ', sum((s) => s.bytesRead), 'counter');
     single('clusternfs_write_bytes_total', 'File data bytes written by WRITE', sum((s) => s.bytesWritten), 'counter');
+    single('clusternfs_connections', 'Open TCP connections (NFS and MOUNT)', connections, 'gauge');
     single('clusternfs_clients', `Distinct client addresses that made a call in the last ${ACTIVE_WINDOW_S} s`, () => this.clients.active().length, 'gauge');
     this.mirrored('clusternfs_nfs_replies_total', 'NFS replies by nfsstat3', ['status'], () => {
       let errors = 0;
