@@ -103,7 +103,7 @@ class Writer {
   }
 }
 
-export function generateImage(o: ImageOptions): Image {
+export async function generateImage(o: ImageOptions): Promise<Image> {
   fs.rmSync(o.root, { recursive: true, force: true });
   fs.mkdirSync(o.root, { recursive: true, mode: 0o755 });
   const w = new Writer(o.root);
@@ -166,6 +166,8 @@ export function generateImage(o: ImageOptions): Image {
       fs.mkdirSync(w.abs(dir), { recursive: true });
       for (let f = 0; f < perDir; f++) fs.writeFileSync(w.abs(`${dir}/f${f}`), empty);
       manyDirs.push(dir);
+      // A million files take minutes: let Ctrl-C in between directories.
+      await new Promise((r) => setImmediate(r));
     }
   }
 

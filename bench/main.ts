@@ -271,6 +271,20 @@ async function runWorkload(server: ServerUnderTest, w: WorkloadSpec, o: BenchOpt
   };
 }
 
+/** Where a server's memory is, from its own /metrics (V8 heap, Buffers, cache entries). */
+function memoryBreakdown(text: string | null): string | null {
+  if (text === null) return null;
+  const value = (re: RegExp) => {
+    const m = re.exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  const mb = (x: number) => `${(x / 1e6).toFixed(0)} MB`;
+  const heap = value(/^clusternfs_nodejs_heap_size_used_bytes\s+(\S+)/m);
+  const external = value(/^clusternfs_nodejs_external_memory_bytes\s+(\S+)/m);
+  const entries = [...text.matchAll(/^clusternfs_cache_entries\{cache="([^"]+)"\}\s+(\S+)/gm)].map((m) => `${m[1]} ${Number(m[2]).toLocaleString('en-US')}`);
+  return `V8 heap used ${mb(heap)}, external (Buffers) ${mb(external)}${entries.length ? `; cache entries: ${entries.join(', ')}` : ''}`;
+}
+
 function machine(): Report['machine'] {
   const v = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'nfs-ganesha'], { encoding: 'utf8' });
   return {
@@ -299,7 +313,7 @@ export async function runBench(o: BenchOptions): Promise<{ report: Report; dir: 
     const nodes = Array.from({ length: o.nodes }, (_, i) => nodeAddress(i));
     const t0 = performance.now();
     const memFiles = o.workloads.includes('mem-1m') ? o.memFiles : 0;
-    const img = generateImage({
+    const img = await generateImage({
       root: path.join(tmp, 'root'),
       traces: [path.join(TRACE_DIR, 'boot-trace-minimal.jsonl'), path.join(TRACE_DIR, 'boot-trace-systemd.jsonl')],
       nodeAddresses: nodes,
@@ -327,7 +341,11 @@ export async function runBench(o: BenchOptions): Promise<{ report: Report; dir: 
       for (const s of servers) {
         if (name === 'mem-1m' && s.name !== 'clusternfs') continue; // the target is ours; ganesha caps its cache at 100k entries anyway
         const r = await runWorkload(s, w, o, cleanup, progress);
-        if (name === 'mem-1m') r.peakRssMB = Math.max(r.peakRssMB, memory(s.pid).hwm / 1e6);
+        if (name === 'mem-1m') {
+          r.peakRssMB = Math.max(r.peakRssMB, memory(s.pid).hwm / 1e6);
+          const where = memoryBreakdown(s.scrapeMetrics());
+          if (where) notes.push(`mem-1m on ${s.name}: peak RSS ${r.peakRssMB.toFixed(0)} MB; at the end ${where}.`);
+        }
         results.push(r);
         log(
           `${name.padEnd(20)} ${s.name.padEnd(10)} ${Math.round(r.opsPerSec).toLocaleString('en-US').padStart(9)} ops/s  p99 ${Math.round(r.p99Us).toLocaleString('en-US').padStart(7)} µs  ` +
