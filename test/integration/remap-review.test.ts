@@ -69,4 +69,51 @@ describe('COW masters stay shared and unchanged', () => {
     expect((await a.nfs.readAll(await fhOf(a, 'var/spool/queue'))).data.toString()).toBe('node 21 aster\n');
     expect(fs.statSync(path.join(root, 'tmp/alias')).ino).toBe(fs.statSync(path.join(root, 'var/spool/queue$$IP=127.0.0.21$$')).ino);
   });
+
+  /** Makes the store's next write wait at a gate (or fail): the copy-up's first chunk. */
+  function holdNextWrite(fail: boolean): { reached: Promise<void>; release: () => void } {
+    const store = server.stores[0];
+    const real = store.write;
+    let reached!: () => void;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const hit = new Promise<void>((r) => (reached = r));
+    store.write = async function (this: typeof store, ...args: Parameters<typeof real>) {
+      store.write = real;
+      reached();
+      await gate;
+      if (fail) throw Object.assign(new Error('no space left (injected)'), { code: 'ENOSPC' });
+      return real.apply(this, args);
+    };
+    return { reached: hit, release };
+  }
+
+  it('a copy-up is invisible until complete: a READ meanwhile still gets the master, not a partial copy', async () => {
+    const h = await fhOf(a, 'var/big/data');
+    const held = holdNextWrite(false);
+    const writing = a.nfs.write(h, 0, Buffer.from('x'));
+    await held.reached;
+    const r = await a.nfs.read(h, 3 * 1024 * 1024 - 4, 4);
+    held.release();
+    const w = await writing;
+    expect(r.status).toBe(NfsStat.OK);
+    expect(r.data.toString()).toBe('MMMM');
+    expect(w.status).toBe(NfsStat.OK);
+    const copy = fs.readFileSync(path.join(root, 'var/big/data$$IP=127.0.0.21$$'), 'latin1');
+    expect(copy.length).toBe(3 * 1024 * 1024);
+    expect(copy.startsWith('xMM')).toBe(true);
+  });
+
+  it('a copy-up that fails leaves no half copy behind: the node still reads the whole master', async () => {
+    const h = await fhOf(b, 'var/big/data');
+    const held = holdNextWrite(true);
+    const writing = b.nfs.write(h, 0, Buffer.from('y'));
+    await held.reached;
+    held.release();
+    expect((await writing).status).not.toBe(NfsStat.OK);
+    expect(fs.readdirSync(path.join(root, 'var/big')).sort()).toEqual(['$$COW=IP$$', 'data', 'data$$IP=127.0.0.21$$']);
+    const r = await b.nfs.readAll(h);
+    expect(r.data.length).toBe(3 * 1024 * 1024);
+    expect(fs.readFileSync(path.join(root, 'var/big/data'), 'latin1')).toBe('M'.repeat(3 * 1024 * 1024));
+  });
 });
