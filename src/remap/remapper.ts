@@ -283,7 +283,8 @@ export class Remapper {
     }
     if (!Remapper.covers(scope, masterOf(name) ?? name)) return null;
     const entry = await this.indexOf(store, dir);
-    if (!entry.index.tagged) return null;
+    // Rule 1 holds in a directory without tags too: the master, never an entry named `x$$$$`.
+    if (!entry.index.tagged && masterOf(name) === null) return null;
     return { r: this.resolve(entry.index, name, client), entry };
   }
 

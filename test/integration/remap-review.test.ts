@@ -117,3 +117,16 @@ describe('COW masters stay shared and unchanged', () => {
     expect(fs.readFileSync(path.join(root, 'var/big/data'), 'latin1')).toBe('M'.repeat(3 * 1024 * 1024));
   });
 });
+
+describe('rule 1: name$$$$ is the master', () => {
+  it('also in a directory without any tag (a symlink target like ../tmp/keep$$$$ must not dangle)', async () => {
+    const tmp = await fhOf(a, 'tmp');
+    const r = await a.nfs.lookup(tmp, 'keep$$$$');
+    expect(r.status).toBe(NfsStat.OK);
+    expect(r.objAttr!.fileid).toBe(fs.statSync(path.join(root, 'tmp/keep')).ino);
+    // Still not a name to create, remove or rename.
+    expect((await a.nfs.create(tmp, 'new$$$$', { mode: 0o644 })).status).toBe(NfsStat.ACCES);
+    expect((await a.nfs.remove(tmp, 'keep$$$$')).status).not.toBe(NfsStat.OK);
+    expect(fs.existsSync(path.join(root, 'tmp/keep'))).toBe(true);
+  });
+});
