@@ -11,6 +11,8 @@ import fsp from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { lchown, lstat, lutimes, mkdir, readlink, readdir, symlink, toFsPath } from '../store/fsops.js';
 import { makeNode } from '../store/mknod.js';
+import { displayName } from './display-name.js';
+import { UserError } from './user-error.js';
 
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'special';
 
@@ -62,6 +64,40 @@ function deviceNumbers(rdev: number): { major: number; minor: number } {
 }
 
 /**
+ * The tree may belong to a running node (a snapshot), which can swap an entry for a symlink to
+ * /etc/shadow between our lstat and the copy: what is copied must be the entry that was walked.
+ */
+function sameEntry(src: string, walked: fs.Stats, now: fs.Stats): void {
+  if (now.ino !== walked.ino || now.dev !== walked.dev || (now.mode & fsc.S_IFMT) !== (walked.mode & fsc.S_IFMT)) {
+    throw new UserError(`${displayName(src)} was replaced while it was being copied; nothing of it was copied`);
+  }
+}
+
+/** Copies the regular file walked as `st`, opened without following a symlink; never replaces dest. */
+async function copyFileAsWalked(src: string, dest: string, st: fs.Stats): Promise<void> {
+  let from: fsp.FileHandle;
+  try {
+    from = await fsp.open(toFsPath(src), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') sameEntry(src, st, await lstat(src));
+    throw err;
+  }
+  try {
+    sameEntry(src, st, await from.stat());
+    // O_EXCL: never replace (or write through a symlink at) something that appeared at dest.
+    const to = await fsp.open(toFsPath(dest), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      for (let n; (n = (await from.read(buf, 0, buf.length, null)).bytesRead) > 0; ) await to.write(buf, 0, n);
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
+}
+
+/**
  * Copies `src` (already lstat'ed as `st`) to the new path `dest`; a directory with everything
  * below it. Returns false (and records why in counts.skipped) for what cannot be copied.
  */
@@ -74,8 +110,7 @@ export async function copyEntry(src: string, dest: string, st: fs.Stats, counts:
   const dry = opts.dryRun === true;
   switch (kind) {
     case 'file':
-      // COPYFILE_EXCL: never replace something that appeared at dest in the meantime.
-      if (!dry) await fsp.copyFile(toFsPath(src), toFsPath(dest), fsc.COPYFILE_EXCL);
+      if (!dry) await copyFileAsWalked(src, dest, st);
       counts.files++;
       counts.bytes += st.size;
       break;
@@ -90,6 +125,8 @@ export async function copyEntry(src: string, dest: string, st: fs.Stats, counts:
       break;
     }
     case 'dir':
+      // readdir follows a symlink: a directory swapped for one after our lstat is refused.
+      sameEntry(src, st, await lstat(src));
       // Private until filled, so nobody reads a half-copied directory with the final mode.
       if (!dry) await mkdir(dest, 0o700);
       for (const name of (await readdir(src)).sort()) {

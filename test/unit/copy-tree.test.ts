@@ -1,0 +1,58 @@
+/**
+ * copyEntry on a tree that changes under it: a snapshot or master tree may belong to a running
+ * node, which can swap an entry for a symlink between the walk's lstat and the copy. The copy
+ * must never follow it (cluster-tags.md, "Migrating from per-node snapshot directories"; the
+ * brief's rule: never follow symlinks).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyEntry, emptyCounts } from '../../src/cli/copy-tree.js';
+
+let work: string;
+let secretDir: string;
+
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-copy-tree-'));
+  secretDir = path.join(work, 'outside');
+  fs.mkdirSync(secretDir);
+  fs.writeFileSync(path.join(secretDir, 'shadow'), 'root:secret-hash\n');
+});
+
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('copyEntry never follows a symlink swapped in after the lstat', () => {
+  it('a file that became a symlink: refused, the link target is not copied', async () => {
+    const src = path.join(work, 'f');
+    fs.writeFileSync(src, 'mine\n');
+    const st = fs.lstatSync(src);
+    fs.rmSync(src);
+    fs.symlinkSync(path.join(secretDir, 'shadow'), src);
+    const dest = path.join(work, 'f-copy');
+    await expect(copyEntry(src, dest, st, emptyCounts())).rejects.toThrow();
+    expect(fs.existsSync(dest) ? fs.readFileSync(dest, 'utf8') : '').not.toContain('secret');
+  });
+
+  it('a directory that became a symlink: refused, nothing below the link target is copied', async () => {
+    const src = path.join(work, 'd');
+    fs.mkdirSync(src);
+    const st = fs.lstatSync(src);
+    fs.rmdirSync(src);
+    fs.symlinkSync(secretDir, src);
+    const dest = path.join(work, 'd-copy');
+    await expect(copyEntry(src, dest, st, emptyCounts())).rejects.toThrow();
+    expect(fs.existsSync(path.join(dest, 'shadow'))).toBe(false);
+  });
+
+  it('a file replaced by another file: refused (the copy is of what was planned, or nothing)', async () => {
+    const src = path.join(work, 'g');
+    fs.writeFileSync(src, 'planned\n');
+    const st = fs.lstatSync(src);
+    fs.rmSync(src);
+    fs.linkSync(path.join(secretDir, 'shadow'), src);
+    await expect(copyEntry(src, path.join(work, 'g-copy'), st, emptyCounts())).rejects.toThrow();
+  });
+});
