@@ -54,8 +54,28 @@ const isRoot = process.getuid?.() === 0;
 /** Owner, mode, then times: chown clears setuid bits, and any change after it would bump mtime. */
 async function applyMetadata(dest: string, st: fs.Stats, kind: EntryKind, opts: CopyOptions): Promise<void> {
   if (opts.keepOwner ?? isRoot) await lchown(dest, st.uid, st.gid);
-  // Symlink modes mean nothing on Linux (and lchmod does not exist there).
-  if (kind !== 'symlink') await fsp.chmod(toFsPath(dest), st.mode & 0o7777);
+  // Symlink modes mean nothing on Linux (and lchmod does not exist there). chmod() follows a
+  // symlink, and while a directory is filled someone writing its parent may swap it for one to
+  // /etc/shadow: set the mode through a descriptor opened without following. Opening a FIFO or
+  // device has effects of its own, so those are only checked right before.
+  const mode = st.mode & 0o7777;
+  const replaced = () => new UserError(`${displayName(dest)} was replaced by a symlink while it was being made; its mode was not set`);
+  if (kind === 'file' || kind === 'dir') {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(toFsPath(dest), fsc.O_RDONLY | fsc.O_NOFOLLOW | (kind === 'dir' ? fsc.O_DIRECTORY : 0));
+    } catch (err) {
+      throw (err as NodeJS.ErrnoException).code === 'ELOOP' ? replaced() : err;
+    }
+    try {
+      await fh.chmod(mode);
+    } finally {
+      await fh.close();
+    }
+  } else if (kind === 'special') {
+    if ((await lstat(dest)).isSymbolicLink()) throw replaced();
+    await fsp.chmod(toFsPath(dest), mode);
+  }
   await lutimes(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
 }
 

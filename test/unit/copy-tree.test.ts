@@ -56,3 +56,27 @@ describe('copyEntry never follows a symlink swapped in after the lstat', () => {
     await expect(copyEntry(src, path.join(work, 'g-copy'), st, emptyCounts())).rejects.toThrow();
   });
 });
+
+describe('copyEntry never changes what a symlink swapped in at the destination points to', () => {
+  it('a directory being filled, replaced by a symlink to a file outside: the outside file keeps its mode', async () => {
+    const secret = path.join(secretDir, 'shadow');
+    fs.chmodSync(secret, 0o600);
+    const src = path.join(work, 'snap-dir');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'child'), 'c\n');
+    fs.chmodSync(src, 0o777);
+    const dest = path.join(work, 'snap-dir-copy');
+    let swapped = false;
+    // After the child is made and before the directory's own mode is set: what a node writing
+    // into the destination's parent could do meanwhile.
+    const onEntry = () => {
+      if (swapped) return;
+      swapped = true;
+      fs.renameSync(dest, `${dest}.moved`);
+      fs.symlinkSync(secret, dest);
+    };
+    await copyEntry(src, dest, fs.lstatSync(src), emptyCounts(), { onEntry, keepOwner: false }).catch(() => {});
+    expect(swapped).toBe(true);
+    expect(fs.statSync(secret).mode & 0o7777).toBe(0o600);
+  });
+});
