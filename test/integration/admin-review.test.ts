@@ -7,21 +7,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli-run.js';
+import { putFile } from '../helpers/tree.js';
 
 let work: string;
 let root: string;
 
-function put(rel: string, content: string): void {
-  const p = path.join(root, rel);
-  fs.mkdirSync(path.dirname(p), { recursive: true });
-  fs.writeFileSync(p, content);
-}
-
 beforeAll(() => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-admin-review-'));
   root = path.join(work, 'root');
-  put('etc/hostname', 'master\n');
-  put('etc/hostname$$IP=10.0.0.7$$', 'node7\n');
+  putFile(root, 'etc/hostname', 'master\n');
+  putFile(root, 'etc/hostname$$IP=10.0.0.7$$', 'node7\n');
 });
 
 afterAll(() => {

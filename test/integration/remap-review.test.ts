@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
 import type { ClusterNfsServer } from '../../src/server/server.js';
 import { mountSession, parseExports, startServer, type Session } from '../helpers/inproc-server.js';
+import { putFile } from '../helpers/tree.js';
 
 let work: string;
 let root: string;
@@ -19,11 +20,7 @@ let a: Session;
 let b: Session;
 let admin: Session;
 
-function put(rel: string, content: string, mode = 0o644): void {
-  const p = path.join(root, rel);
-  fs.mkdirSync(path.dirname(p), { recursive: true });
-  fs.writeFileSync(p, content, { mode });
-}
+const put = (rel: string, content: string) => putFile(root, rel, content);
 
 async function fhOf(s: Session, rel: string): Promise<Buffer> {
   const r = await s.nfs.lookupPath(s.root, rel);

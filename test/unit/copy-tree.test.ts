@@ -24,13 +24,19 @@ afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
+/** A file as the walk's lstat saw it, then replaced at the same path by `replace`. */
+function walkedThenReplaced(name: string, replace: (p: string) => void): { src: string; st: fs.Stats } {
+  const src = path.join(work, name);
+  fs.writeFileSync(src, 'planned\n');
+  const st = fs.lstatSync(src);
+  fs.rmSync(src);
+  replace(src);
+  return { src, st };
+}
+
 describe('copyEntry never follows a symlink swapped in after the lstat', () => {
   it('a file that became a symlink: refused, the link target is not copied', async () => {
-    const src = path.join(work, 'f');
-    fs.writeFileSync(src, 'mine\n');
-    const st = fs.lstatSync(src);
-    fs.rmSync(src);
-    fs.symlinkSync(path.join(secretDir, 'shadow'), src);
+    const { src, st } = walkedThenReplaced('f', (p) => fs.symlinkSync(path.join(secretDir, 'shadow'), p));
     const dest = path.join(work, 'f-copy');
     await expect(copyEntry(src, dest, st, emptyCounts())).rejects.toThrow();
     expect(fs.existsSync(dest) ? fs.readFileSync(dest, 'utf8') : '').not.toContain('secret');
@@ -48,11 +54,7 @@ describe('copyEntry never follows a symlink swapped in after the lstat', () => {
   });
 
   it('a file replaced by another file: refused (the copy is of what was planned, or nothing)', async () => {
-    const src = path.join(work, 'g');
-    fs.writeFileSync(src, 'planned\n');
-    const st = fs.lstatSync(src);
-    fs.rmSync(src);
-    fs.linkSync(path.join(secretDir, 'shadow'), src);
+    const { src, st } = walkedThenReplaced('g', (p) => fs.linkSync(path.join(secretDir, 'shadow'), p));
     await expect(copyEntry(src, path.join(work, 'g-copy'), st, emptyCounts())).rejects.toThrow();
   });
 });
