@@ -160,7 +160,11 @@ export class ClusterNfsServer {
         registry.addProgram(MOUNT_PROGRAM, [MOUNT_V1, MOUNT_V3], mount);
         registry.addProgram(NFS_PROGRAM, [NFS_V3], nfs);
         try {
-          portmapper = await startPortmapper({ registry, host: cfg.bind, port: cfg.portmapPort });
+          // Observed like NFS and MOUNT: whether booting nodes ask the portmapper shows on /metrics.
+          const portmapDispatch = new RpcDispatcher();
+          portmapDispatch.observer = metrics;
+          portmapper = await startPortmapper({ registry, host: cfg.bind, port: cfg.portmapPort, dispatcher: portmapDispatch });
+          for (const p of portmapDispatch.registered()) metrics.watch(p);
         } catch (err) {
           throw new StartupError((err as Error).message);
         }

@@ -115,3 +115,14 @@ it('the status page lists the live clients and escapes the export path', async (
   expect(html).toMatch(/<td>attr<\/td><td>\d+\.\d\d %<\/td>/);
   expect(html).toContain('Up ');
 });
+
+it('every metric the Grafana dashboard queries is served', async () => {
+  const dashboard = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'dashboards', 'clusternfs.json'), 'utf8')) as {
+    panels: { title: string; targets: { expr: string }[] }[];
+  };
+  const served = new Set((await scrape()).samples.map((x) => x.name));
+  const queried = new Set<string>();
+  for (const p of dashboard.panels) for (const t of p.targets) for (const m of t.expr.matchAll(/clusternfs_[a-z_]+/g)) queried.add(m[0]);
+  expect(queried.size).toBeGreaterThan(15);
+  expect([...queried].filter((m) => !served.has(m))).toEqual([]);
+});
