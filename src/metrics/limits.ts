@@ -1,8 +1,9 @@
 /**
- * Prometheus view of the protection limits: how often each one bit and how many TCP connections
- * are open. Read at scrape time from the plain counters the transports keep; nothing on the call path.
+ * Prometheus view of the protection limits: how often each one bit (open connections are
+ * clusternfs_connections, from the server metrics). Read at scrape time from the plain counters
+ * the transports keep; nothing on the call path.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, type Registry } from 'prom-client';
 import { LIMIT_NAMES, type ConnectionGuard } from '../rpc/limits.js';
 
 export function registerLimitMetrics(registry: Registry, guard: ConnectionGuard): void {
@@ -15,14 +16,6 @@ export function registerLimitMetrics(registry: Registry, guard: ConnectionGuard)
     collect() {
       this.reset();
       for (let i = 0; i < LIMIT_NAMES.length; i++) this.inc({ limit: LIMIT_NAMES[i] }, counts[i]);
-    },
-  });
-  new Gauge({
-    name: 'clusternfs_tcp_connections',
-    help: 'TCP connections open to the NFS and MOUNT services',
-    registers: [registry],
-    collect() {
-      this.set(guard.open);
     },
   });
 }

@@ -142,8 +142,11 @@ export class ServerMetrics implements CallObserver {
     return out;
   }
 
-  /** The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls. */
-  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>, connections: () => number): void {
+  /**
+   * The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls.
+   * (Open TCP connections are clusternfs_tcp_connections, from the limits in limits.ts.)
+   */
+  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>): void {
     for (const s of stores) {
       this.registerCache('attr', s.attrs.counters);
       this.registerCache('listing', s.listingCounters);
@@ -165,7 +168,6 @@ export class ServerMetrics implements CallObserver {
     single('clusternfs_watch_failures_total', 'Directories that could not be watched (cap or kernel limit; their entries live only for the TTL)', sum((s) => s.watcher.failures), 'counter');
     single('clusternfs_read_bytes_total', 'File data bytes sent by READ', sum((s) => s.bytesRead), 'counter');
     single('clusternfs_write_bytes_total', 'File data bytes written by WRITE', sum((s) => s.bytesWritten), 'counter');
-    single('clusternfs_connections', 'Open TCP connections (NFS and MOUNT)', connections, 'gauge');
     single('clusternfs_clients', `Distinct client addresses that made a call in the last ${ACTIVE_WINDOW_S} s`, () => this.clients.active().length, 'gauge');
     this.mirrored('clusternfs_nfs_replies_total', 'NFS replies by nfsstat3', ['status'], () => {
       let errors = 0;

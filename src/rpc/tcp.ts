@@ -49,6 +49,8 @@ class TcpConnection implements ReplySink, RecordSink {
   private isCorked = false;
   /** Reads stopped because of our limits (not the client's fault for the stalled-record timer). */
   pausedForLoad = false;
+  /** This pause has been counted (and logged) as a limit hit. */
+  private pauseCounted = false;
   lastActivity = coarseNow;
   /** When the record now being received began; 0 when between records. */
   partialSince = 0;
@@ -95,9 +97,12 @@ class TcpConnection implements ReplySink, RecordSink {
       this.pauseForLoad(LimitId.calls_per_connection, this.inFlight);
       return false;
     }
-    const expected = this.socket.writableLength + this.inFlight * this.replyEstimate;
-    if (expected >= limits.maxUnsentBytesPerConnection) {
-      this.pauseForLoad(LimitId.unsent_bytes, expected);
+    const unsent = this.socket.writableLength;
+    if (unsent + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) {
+      // Holding back calls whose replies are still being made is pacing; only a client that
+      // leaves its replies unread is worth a count and a log line.
+      if (unsent * 2 >= limits.maxUnsentBytesPerConnection) this.pauseForLoad(LimitId.unsent_bytes, unsent);
+      else this.pauseQuietly();
       return false;
     }
     return true;
@@ -142,16 +147,27 @@ class TcpConnection implements ReplySink, RecordSink {
   }
 
   private pauseForLoad(limit: number, detail: number): void {
-    this.pausedForLoad = true;
-    this.socket.pause();
+    this.pauseQuietly();
+    this.pauseCounted = true;
     this.hits.hit(limit, this.address, this.port, detail);
+  }
+
+  private pauseQuietly(): void {
+    this.pausedForLoad = true;
+    this.pauseCounted = false;
+    this.socket.pause();
   }
 
   private maybeResume(): void {
     if (!this.pausedForLoad || this.socket.destroyed) return;
     const limits = this.limits;
     if (this.inFlight >= limits.maxCallsPerConnection) return;
-    if (this.socket.writableLength + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) return;
+    const unsent = this.socket.writableLength;
+    if (unsent + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) {
+      // A pause that began as pacing and stays because the replies are not being read.
+      if (!this.pauseCounted && unsent * 2 >= limits.maxUnsentBytesPerConnection) this.pauseForLoad(LimitId.unsent_bytes, unsent);
+      return;
+    }
     this.pausedForLoad = false;
     // The held records may stop us again; only read from the socket if they did not.
     this.decoder.resume();

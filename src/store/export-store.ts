@@ -314,24 +314,29 @@ export class ExportStore {
    * does not know which of its entries lie below (rare in image updates; see README.md).
    */
   private onDirEvent(dir: number, kind: 'rename' | 'change', name: string): void {
+    // The directory's own fill counts changes in its parent's bucket: a fill of its attributes
+    // running now may have read the mtime from before this event.
     this.epochs[this.bucket(dir)]++;
+    this.epochs[this.bucket(this.parentOf(dir))]++;
     this.attrs.delete(dir);
     this.listings.delete(dir);
     const child = this.index.childOf(dir, name);
     if (child < 0) return;
+    const birth = this.attrs.birthOf(child);
     if (kind === 'rename' && child !== dir && this.watcher.isWatched(child)) {
       this.watcher.unwatch(child);
       this.listings.delete(child);
       for (let i = 0; i < EPOCH_BUCKETS; i++) this.epochs[i]++;
       this.attrs.clear();
     }
-    // A descriptor of a replaced file would keep serving the old content.
-    const birth = this.attrs.birthOf(child);
-    this.openFiles.invalidate(child, birth);
-    this.writeFiles.invalidate(child, birth);
+    // A descriptor of a replaced or deleted file would keep serving the old content (a write
+    // in place, ours included, leaves the inode and its descriptors valid).
+    if (kind === 'rename') {
+      this.openFiles.invalidate(child, birth);
+      this.writeFiles.invalidate(child, birth);
+    }
     this.attrs.delete(child);
   }
-
 
   // ---- handles -----------------------------------------------------------------------------------
 

@@ -3,9 +3,11 @@
  * and by (parent, name) through two open-addressing hash tables of row numbers.
  *
  * Why not a Map of objects: a served root image has millions of inodes, and a Map entry plus an
- * entry object plus a heap number for the birth time cost ~130 bytes where these rows cost ~40
- * (plus the name string, which both keep). The (parent, name) table is what lets a watcher event
- * ("name N changed in directory D") and a cached LOOKUP find the object without an lstat.
+ * entry object plus a heap number for the birth time plus a name string cost ~180 bytes where a
+ * row here costs ~60 with its name: names are kept as bytes in an arena of 1 MiB chunks (names
+ * are latin1 "byte strings" throughout the store). The (parent, name) table is what lets a
+ * watcher event ("name N changed in directory D") and a cached LOOKUP find the object without an
+ * lstat.
  */
 
 const EMPTY = -1;
@@ -14,6 +16,10 @@ const CHUNK = 1 << CHUNK_BITS;
 const MASK = CHUNK - 1;
 /** Hash tables are rebuilt when this full (linear probing stays short below ~0.7). */
 const MAX_LOAD = 0.7;
+const ARENA_BITS = 20;
+const ARENA_CHUNK = 1 << ARENA_BITS;
+/** nameLen of a free row. */
+const NO_NAME = 0xffff;
 const DELETED = -2;
 const TWO_32 = 4294967296;
 
@@ -35,7 +41,15 @@ export class IndexTable {
   private readonly ino: Float64Array[] = [];
   private readonly birth: Float64Array[] = [];
   private readonly parent: Float64Array[] = [];
-  private names: (string | undefined)[] = [];
+  /** Where each row's name lies in the arena: chunk << 20 | offset, and its length. */
+  private readonly nameAt: Uint32Array[] = [];
+  private readonly nameLen: Uint16Array[] = [];
+  private arena: Buffer[] = [];
+  private arenaPos = ARENA_CHUNK;
+  /** Arena bytes of deleted rows; the arena is rewritten when they outweigh the live ones. */
+  private arenaGarbage = 0;
+  /** Names with a character beyond latin1 (not made by the store, but never mangled). */
+  private readonly wide = new Map<number, string>();
   private freeRows: number[] = [];
   private rows = 0;
   private live = 0;
@@ -66,7 +80,7 @@ export class IndexTable {
     for (let i = mixName(parent, name) & mask; ; i = (i + 1) & mask) {
       const r = t[i];
       if (r === EMPTY) return -1;
-      if (r >= 0 && this.names[r] === name && this.parent[r >>> CHUNK_BITS][r & MASK] === parent) return r;
+      if (r >= 0 && this.parent[r >>> CHUNK_BITS][r & MASK] === parent && this.nameIs(r, name)) return r;
     }
   }
 
@@ -82,8 +96,68 @@ export class IndexTable {
     return this.parent[row >>> CHUNK_BITS][row & MASK];
   }
 
+  /** A new string each call: for the paths that miss the caches. */
   nameOf(row: number): string {
-    return this.names[row]!;
+    const len = this.nameLen[row >>> CHUNK_BITS][row & MASK];
+    if (len === NO_NAME) return this.wide.get(row)!;
+    const at = this.nameAt[row >>> CHUNK_BITS][row & MASK];
+    const off = at & (ARENA_CHUNK - 1);
+    return this.arena[at >>> ARENA_BITS].toString('latin1', off, off + len);
+  }
+
+  /** Whether row's name is `name`, without making a string. */
+  nameIs(row: number, name: string): boolean {
+    const len = this.nameLen[row >>> CHUNK_BITS][row & MASK];
+    if (len === NO_NAME) return this.wide.get(row) === name;
+    if (len !== name.length) return false;
+    const at = this.nameAt[row >>> CHUNK_BITS][row & MASK];
+    const chunk = this.arena[at >>> ARENA_BITS];
+    const off = at & (ARENA_CHUNK - 1);
+    for (let i = 0; i < len; i++) if (chunk[off + i] !== name.charCodeAt(i)) return false;
+    return true;
+  }
+
+  private isLive(row: number): boolean {
+    return this.nameLen[row >>> CHUNK_BITS][row & MASK] !== NO_NAME || this.wide.has(row);
+  }
+
+  private storeName(row: number, name: string): void {
+    const c = row >>> CHUNK_BITS;
+    const i = row & MASK;
+    if (name.length >= NO_NAME || /[^\x00-\xff]/.test(name)) {
+      this.nameLen[c][i] = NO_NAME;
+      this.wide.set(row, name);
+      return;
+    }
+    if (this.arenaPos + name.length > ARENA_CHUNK) {
+      this.arena.push(Buffer.allocUnsafe(ARENA_CHUNK));
+      this.arenaPos = 0;
+    }
+    const chunk = this.arena.length - 1;
+    this.arena[chunk].write(name, this.arenaPos, 'latin1');
+    this.nameAt[c][i] = (chunk << ARENA_BITS) | this.arenaPos;
+    this.nameLen[c][i] = name.length;
+    this.arenaPos += name.length;
+  }
+
+  private dropName(row: number): void {
+    const c = row >>> CHUNK_BITS;
+    const i = row & MASK;
+    if (this.nameLen[c][i] !== NO_NAME) this.arenaGarbage += this.nameLen[c][i];
+    this.nameLen[c][i] = NO_NAME;
+    this.wide.delete(row);
+  }
+
+  /** Rewrites the arena with the live names only. */
+  private compactArena(): void {
+    const names: [number, string][] = [];
+    for (let r = 0; r < this.rows; r++) {
+      if (this.nameLen[r >>> CHUNK_BITS][r & MASK] !== NO_NAME) names.push([r, this.nameOf(r)]);
+    }
+    this.arena = [];
+    this.arenaPos = ARENA_CHUNK;
+    this.arenaGarbage = 0;
+    for (const [r, n] of names) this.storeName(r, n);
   }
 
   /** Inserts or replaces the row of `ino`. */
@@ -96,11 +170,13 @@ export class IndexTable {
       this.ino.push(new Float64Array(CHUNK));
       this.birth.push(new Float64Array(CHUNK));
       this.parent.push(new Float64Array(CHUNK));
+      this.nameAt.push(new Uint32Array(CHUNK));
+      this.nameLen.push(new Uint16Array(CHUNK).fill(NO_NAME));
     }
     this.ino[row >>> CHUNK_BITS][row & MASK] = ino;
     this.birth[row >>> CHUNK_BITS][row & MASK] = birth;
     this.parent[row >>> CHUNK_BITS][row & MASK] = parent;
-    this.names[row] = name;
+    this.storeName(row, name);
     this.place(this.byIno, mixIno(ino), row);
     this.place(this.byName, mixName(parent, name), row);
     this.used++;
@@ -116,15 +192,16 @@ export class IndexTable {
 
   /** Every live row's inode (for writing the index out). */
   *inodes(): IterableIterator<number> {
-    for (let r = 0; r < this.rows; r++) if (this.names[r] !== undefined) yield this.inoOf(r);
+    for (let r = 0; r < this.rows; r++) if (this.isLive(r)) yield this.inoOf(r);
   }
 
   private remove(row: number): void {
     this.unplace(this.byIno, mixIno(this.inoOf(row)), row);
-    this.unplace(this.byName, mixName(this.parentOf(row), this.names[row]!), row);
-    this.names[row] = undefined;
+    this.unplace(this.byName, mixName(this.parentOf(row), this.nameOf(row)), row);
+    this.dropName(row);
     this.freeRows.push(row);
     this.live--;
+    if (this.arenaGarbage > 8 * ARENA_CHUNK && this.arenaGarbage > this.arenaPos + (this.arena.length - 1) * ARENA_CHUNK - this.arenaGarbage) this.compactArena();
   }
 
   private place(t: Int32Array, hash: number, row: number): void {
@@ -151,9 +228,9 @@ export class IndexTable {
     this.byIno = new Int32Array(cap).fill(EMPTY);
     this.byName = new Int32Array(cap).fill(EMPTY);
     for (let r = 0; r < this.rows; r++) {
-      if (this.names[r] === undefined) continue;
+      if (!this.isLive(r)) continue;
       this.place(this.byIno, mixIno(this.inoOf(r)), r);
-      this.place(this.byName, mixName(this.parentOf(r), this.names[r]!), r);
+      this.place(this.byName, mixName(this.parentOf(r), this.nameOf(r)), r);
     }
     this.used = this.live;
   }

@@ -19,6 +19,8 @@ const LIMITS = {
   maxRecordBytes: 4096,
   maxFragments: 4,
   maxCallsPerConnection: 8,
+  // Large, so that the calls limit is the one that paces the pipelined calls below.
+  maxUnsentBytesPerConnection: 1024 * 1024 * 1024,
   maxConnections: 40,
   maxConnectionsPerClient: 6,
   partialRecordTimeoutMs: 800,
@@ -78,8 +80,8 @@ async function metric(name: string): Promise<number> {
 
 /** Waits (bounded) until the server has closed all but the session's two connections. */
 async function onlySessionLeft(): Promise<void> {
-  for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) !== 2; i++) await new Promise((r) => setTimeout(r, 50));
-  expect(await metric('clusternfs_tcp_connections')).toBe(2);
+  for (let i = 0; i < 100 && (await metric('clusternfs_connections')) !== 2; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await metric('clusternfs_connections')).toBe(2);
 }
 
 function nullCall(xid: number): Buffer {
@@ -178,10 +180,13 @@ describe('calls in flight', () => {
     sock.destroy();
     expect(seen.size).toBe(200);
     // NULL answers synchronously, so the limit only bites if something is slower; it must not
-    // have lost calls either way. GETATTR awaits the file system: pipeline those next.
+    // have lost calls either way. READ awaits the file system: pipeline those next.
+    fs.writeFileSync(path.join(work, 'data'), Buffer.alloc(65536, 7));
+    const fh = (await s.nfs.lookup(s.root, 'data')).fh!;
     const rpc = await RpcClient.connect({ host: '127.0.0.1', port: server.ports.nfs, localAddress: '127.0.0.3' });
-    const results = await Promise.all(Array.from({ length: 100 }, () => new Nfs3Client(rpc).getattr(s.root)));
-    expect(results.every((r) => r.status === NfsStat.OK)).toBe(true);
+    const nfs = new Nfs3Client(rpc);
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => nfs.read(fh, (i * 256) % 65536, 256)));
+    expect(results.every((r) => r.status === NfsStat.OK && r.data.equals(Buffer.alloc(256, 7)))).toBe(true);
     await rpc.close();
     expect(await limitHits('calls_per_connection')).toBeGreaterThan(before);
   });

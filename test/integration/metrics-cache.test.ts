@@ -93,7 +93,7 @@ it('counters move with the traffic sent, and the hit rate is computable', async 
   expect(delta(before, after, 'clusternfs_fs_calls_total', { kind: 'lstat' })).toBeLessThan(20);
   expect(delta(before, after, 'clusternfs_fs_calls_total', { kind: 'write' })).toBe(1);
   // Two clients with an NFS and a MOUNT connection each.
-  expect(after.get('clusternfs_connections')).toBe(4);
+  expect(after.get('clusternfs_tcp_connections')).toBe(4);
   expect(after.get('clusternfs_clients')).toBe(2);
   expect(delta(before, after, 'clusternfs_client_requests_total', { client: '127.0.0.31' })).toBe(200);
   expect(delta(before, after, 'clusternfs_client_requests_total', { client: '127.0.0.32' })).toBe(4);
@@ -114,4 +114,15 @@ it('the status page lists the live clients and escapes the export path', async (
   expect(html).not.toContain('x<b>');
   expect(html).toMatch(/<td>attr<\/td><td>\d+\.\d\d %<\/td>/);
   expect(html).toContain('Up ');
+});
+
+it('every metric the Grafana dashboard queries is served', async () => {
+  const dashboard = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'dashboards', 'clusternfs.json'), 'utf8')) as {
+    panels: { title: string; targets: { expr: string }[] }[];
+  };
+  const served = new Set((await scrape()).samples.map((x) => x.name));
+  const queried = new Set<string>();
+  for (const p of dashboard.panels) for (const t of p.targets) for (const m of t.expr.matchAll(/clusternfs_[a-z_]+/g)) queried.add(m[0]);
+  expect(queried.size).toBeGreaterThan(15);
+  expect([...queried].filter((m) => !served.has(m))).toEqual([]);
 });

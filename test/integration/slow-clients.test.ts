@@ -120,6 +120,9 @@ describe('stalled clients', () => {
     const rssBefore = rssMb();
 
     const stalled: net.Socket[] = [];
+    let nullDuring = 0;
+    let getattrDuring = 0;
+    let rssDuring = 0;
     try {
       // 50 client addresses × 20 connections: under the per-client limit, as 1,000 nodes would be.
       for (let i = 0; i < STALLED; i++) {
@@ -128,12 +131,12 @@ describe('stalled clients', () => {
         sock.write(Buffer.from([0x80, 0x00])); // half a record mark, then nothing
         stalled.push(sock);
       }
-      for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) < STALLED + 2; i++) await sleep(100);
-      expect(await metric('clusternfs_tcp_connections')).toBeGreaterThanOrEqual(STALLED + 2);
+      for (let i = 0; i < 100 && (await metric('clusternfs_connections')) < STALLED + 2; i++) await sleep(100);
+      expect(await metric('clusternfs_connections')).toBeGreaterThanOrEqual(STALLED + 2);
 
-      const nullDuring = await p99Of(nullCall);
-      const getattrDuring = await p99Of(getattr);
-      const rssDuring = rssMb();
+      nullDuring = await p99Of(nullCall);
+      getattrDuring = await p99Of(getattr);
+      rssDuring = rssMb();
       // New connections still get in and are served, NFS and MOUNT alike.
       const fresh = await RpcClient.connect({ host: '127.0.0.1', port, localAddress: '127.0.21.1', timeoutMs: 10_000 });
       await fresh.call(NFS_PROGRAM, 3, 0, null);
@@ -142,19 +145,24 @@ describe('stalled clients', () => {
       await freshMount.call(MOUNT_PROGRAM, MOUNT_V3, 0, null);
       await freshMount.close();
 
-      console.log(
-        `stalled clients: NULL p99 ${nullBefore.toFixed(3)} -> ${nullDuring.toFixed(3)} ms, GETATTR p99 ${getattrBefore.toFixed(3)} -> ${getattrDuring.toFixed(3)} ms ` +
-          `with ${STALLED} stalled connections; server RSS ${rssBefore.toFixed(1)} -> ${rssDuring.toFixed(1)} MB`,
-      );
-      // Sub-millisecond p99s move by more than 5x from scheduler noise alone on a shared
-      // 2-core machine; 0.5 ms is the floor under which we do not compare.
-      expect(nullDuring).toBeLessThanOrEqual(5 * Math.max(nullBefore, 0.5));
-      expect(getattrDuring).toBeLessThanOrEqual(5 * Math.max(getattrBefore, 0.5));
     } finally {
       for (const s of stalled) s.destroy();
     }
-    for (let i = 0; i < 100 && (await metric('clusternfs_tcp_connections')) > 2; i++) await sleep(100);
-    expect(await metric('clusternfs_tcp_connections')).toBe(2);
+    for (let i = 0; i < 100 && (await metric('clusternfs_connections')) > 2; i++) await sleep(100);
+    expect(await metric('clusternfs_connections')).toBe(2);
+    // The baseline again without them: the machine is shared, and its noise right now is the
+    // yardstick, so the worse of the two baselines is the one compared against.
+    const nullAfter = await p99Of(nullCall);
+    const getattrAfter = await p99Of(getattr);
+    console.log(
+      `stalled clients: NULL p99 ${nullBefore.toFixed(3)} / ${nullAfter.toFixed(3)} ms without, ${nullDuring.toFixed(3)} ms with ${STALLED} stalled connections; ` +
+        `GETATTR p99 ${getattrBefore.toFixed(3)} / ${getattrAfter.toFixed(3)} ms without, ${getattrDuring.toFixed(3)} ms with; ` +
+        `server RSS ${rssBefore.toFixed(1)} -> ${rssDuring.toFixed(1)} MB`,
+    );
+    // Sub-millisecond p99s move by more than 5x from scheduler noise alone on a shared 2-core
+    // machine; 0.5 ms is the floor under which we do not compare.
+    expect(nullDuring).toBeLessThanOrEqual(5 * Math.max(nullBefore, nullAfter, 0.5));
+    expect(getattrDuring).toBeLessThanOrEqual(5 * Math.max(getattrBefore, getattrAfter, 0.5));
   });
 });
 
