@@ -174,7 +174,7 @@ describe('real Linux kernel nodes boot their root from clusternfs', () => {
     fs.rmSync(artifacts, { recursive: true, force: true });
     fs.mkdirSync(artifacts, { recursive: true });
     let t = Date.now();
-    images = prepareImages();
+    images = await prepareImages();
     timings.prepareImagesSeconds = (Date.now() - t) / 1000;
 
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-boot-'));
