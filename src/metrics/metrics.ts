@@ -1,14 +1,15 @@
 /**
  * Prometheus metrics (prom-client) and the HTTP endpoint that serves them (and the status page).
  *
- * Per-call cost matters (see the cost budget in the architecture notes): label children are
- * bound once per (program, version, procedure) when a program is registered, so observing a call
- * is an array look-up and two increments, never a label-string look-up. Everything that other
- * modules already count (caches, file-system calls, bytes, error replies, connections) is read at
- * scrape time by `collect()` callbacks: nothing on the call path.
+ * Per-call cost matters (see the cost budget in the architecture notes): the totals of each
+ * (program, version, procedure) are created when a program is registered, so observing a call is
+ * an array look-up and a few additions, never a label-string look-up; prom-client formats them
+ * only when /metrics is scraped. Everything that other modules already count (caches,
+ * file-system calls, bytes, error replies, connections) is read at scrape time by `collect()`
+ * callbacks: nothing on the call path.
  */
 import http from 'node:http';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CacheCounters } from '../cache/counters.js';
 import { componentLogger } from '../log/logger.js';
 import { NFS_PROGRAM, NFS_STAT_NAMES } from '../nfs/constants.js';
@@ -21,12 +22,71 @@ import { renderStatusPage, type StatusSource } from './status-page.js';
 
 const log = componentLogger('metrics');
 
-interface BoundProc {
-  requests: Counter.Internal;
-  duration: Histogram.Internal<string>;
-  bytes: Counter.Internal;
-  /** An NFS procedure whose reply carries an nfsstat3 (all but NULL). */
-  nfsStatus: boolean;
+/** Upper bounds (seconds) of the call-duration histogram. */
+const DURATION_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1];
+
+/**
+ * One procedure's per-call figures as plain numbers. prom-client's bound children still hash
+ * their label object on every inc/observe (a few hundred ns, and garbage, per call); counting
+ * here and handing prom-client the totals at scrape time keeps the call path to a few additions.
+ */
+class ProcTotals {
+  requests = 0;
+  replyBytes = 0;
+  durationSum = 0;
+  /** Per bucket (not cumulative), the last slot is +Inf. */
+  readonly buckets = new Float64Array(DURATION_BUCKETS.length + 1);
+  constructor(
+    readonly labels: Record<string, string>,
+    /** An NFS procedure whose reply carries an nfsstat3 (all but NULL). */
+    readonly nfsStatus: boolean,
+  ) {}
+}
+
+/** The shape prom-client's Registry reads from a metric at scrape time. */
+interface ScrapedMetric {
+  name: string;
+  help: string;
+  type: 'counter' | 'histogram';
+  aggregator: 'sum';
+  values: Array<{ value: number; labels: Record<string, string | number>; metricName?: string }>;
+}
+
+/** A metric whose values are read from ProcTotals when scraped, registered like any prom-client metric. */
+class TotalsMetric {
+  readonly aggregator = 'sum' as const;
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'histogram',
+    private readonly all: ProcTotals[],
+    private readonly read: (t: ProcTotals, name: string) => ScrapedMetric['values'],
+  ) {}
+
+  async get(): Promise<ScrapedMetric> {
+    return { name: this.name, help: this.help, type: this.type, aggregator: 'sum', values: this.all.flatMap((t) => this.read(t, this.name)) };
+  }
+
+  reset(): void {
+    for (const t of this.all) {
+      t.requests = 0;
+      t.replyBytes = 0;
+      t.durationSum = 0;
+      t.buckets.fill(0);
+    }
+  }
+}
+
+function histogramValues(t: ProcTotals, name: string): ScrapedMetric['values'] {
+  const out: ScrapedMetric['values'] = [];
+  let cumulative = 0;
+  for (let i = 0; i <= DURATION_BUCKETS.length; i++) {
+    cumulative += t.buckets[i];
+    out.push({ value: cumulative, labels: { ...t.labels, le: i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : '+Inf' }, metricName: `${name}_bucket` });
+  }
+  out.push({ value: t.durationSum, labels: t.labels, metricName: `${name}_sum` });
+  out.push({ value: t.requests, labels: t.labels, metricName: `${name}_count` });
+  return out;
 }
 
 /** Anything with cache-like counters (the remap tag index exposes `size` rather than `entries`). */
@@ -40,11 +100,9 @@ export interface MetricsOptions {
 
 export class ServerMetrics implements CallObserver {
   readonly registry = new Registry();
-  private readonly requests: Counter<string>;
-  private readonly duration: Histogram<string>;
-  private readonly replyBytes: Counter<string>;
-  /** program → version → procedure → bound children. */
-  private readonly bound = new Map<number, Map<number, BoundProc[]>>();
+  private readonly totals: ProcTotals[] = [];
+  /** program → version → procedure → totals. */
+  private readonly bound = new Map<number, Map<number, ProcTotals[]>>();
   readonly clients = new ClientTracker();
   readonly startedAt = Date.now();
   /** NFS replies with an nfsstat3 (OK ones are these minus the error replies). */
@@ -57,25 +115,14 @@ export class ServerMetrics implements CallObserver {
   constructor(opts: MetricsOptions = {}) {
     this.perClient = opts.perClient ?? 0;
     collectDefaultMetrics({ register: this.registry, prefix: 'clusternfs_' });
-    this.requests = new Counter({
-      name: 'clusternfs_rpc_requests_total',
-      help: 'RPC calls answered, by program and procedure',
-      labelNames: ['program', 'version', 'procedure'],
-      registers: [this.registry],
-    });
-    this.duration = new Histogram({
-      name: 'clusternfs_rpc_duration_seconds',
-      help: 'Time from dispatch to reply, by program and procedure',
-      labelNames: ['program', 'version', 'procedure'],
-      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1],
-      registers: [this.registry],
-    });
-    this.replyBytes = new Counter({
-      name: 'clusternfs_rpc_reply_bytes_total',
-      help: 'Bytes of RPC replies sent, by program and procedure',
-      labelNames: ['program', 'version', 'procedure'],
-      registers: [this.registry],
-    });
+    const all = this.totals;
+    const metrics = [
+      new TotalsMetric('clusternfs_rpc_requests_total', 'RPC calls answered, by program and procedure', 'counter', all, (t) => [{ value: t.requests, labels: t.labels }]),
+      new TotalsMetric('clusternfs_rpc_duration_seconds', 'Time from dispatch to reply, by program and procedure', 'histogram', all, histogramValues),
+      new TotalsMetric('clusternfs_rpc_reply_bytes_total', 'Bytes of RPC replies sent, by program and procedure', 'counter', all, (t) => [{ value: t.replyBytes, labels: t.labels }]),
+    ];
+    // registerMetric only needs name/get/reset; prom-client's own types want a full Metric.
+    for (const m of metrics) this.registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
   }
 
   /** A counter whose values are counted elsewhere: prom-client counters cannot be set, so it is reset and re-added. */
@@ -142,11 +189,8 @@ export class ServerMetrics implements CallObserver {
     return out;
   }
 
-  /**
-   * The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls.
-   * (Open TCP connections are clusternfs_tcp_connections, from the limits in limits.ts.)
-   */
-  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>): void {
+  /** The exports' caches, watchers, data bytes; the NFS program's error replies; file-system calls. */
+  watchServer(stores: readonly ExportStore[], errorReplies: ReadonlyMap<number, number>, connections: () => number): void {
     for (const s of stores) {
       this.registerCache('attr', s.attrs.counters);
       this.registerCache('listing', s.listingCounters);
@@ -168,6 +212,7 @@ export class ServerMetrics implements CallObserver {
     single('clusternfs_watch_failures_total', 'Directories that could not be watched (cap or kernel limit; their entries live only for the TTL)', sum((s) => s.watcher.failures), 'counter');
     single('clusternfs_read_bytes_total', 'File data bytes sent by READ', sum((s) => s.bytesRead), 'counter');
     single('clusternfs_write_bytes_total', 'File data bytes written by WRITE', sum((s) => s.bytesWritten), 'counter');
+    single('clusternfs_connections', 'Open TCP connections (NFS and MOUNT)', connections, 'gauge');
     single('clusternfs_clients', `Distinct client addresses that made a call in the last ${ACTIVE_WINDOW_S} s`, () => this.clients.active().length, 'gauge');
     this.mirrored('clusternfs_nfs_replies_total', 'NFS replies by nfsstat3', ['status'], () => {
       let errors = 0;
@@ -207,20 +252,16 @@ export class ServerMetrics implements CallObserver {
     gauge('clusternfs_reply_cache_bytes', 'Bytes held by the duplicate-request cache', () => cache.bytes);
   }
 
-  /** Binds the label children of every procedure of `program`. */
+  /** Creates the totals of every procedure of `program`, so a call finds them by index. */
   watch(program: Program): void {
-    const byVersion = new Map<number, BoundProc[]>();
+    const byVersion = new Map<number, ProcTotals[]>();
     for (const v of program.versions) {
-      const procs: BoundProc[] = [];
+      const procs: ProcTotals[] = [];
       v.procedures.forEach((spec, i) => {
         if (spec === undefined) return;
-        const labels = { program: program.name, version: String(v.version), procedure: spec.name };
-        procs[i] = {
-          requests: this.requests.labels(labels),
-          duration: this.duration.labels(labels),
-          bytes: this.replyBytes.labels(labels),
-          nfsStatus: program.program === NFS_PROGRAM && i !== 0,
-        };
+        const t = new ProcTotals({ program: program.name, version: String(v.version), procedure: spec.name }, program.program === NFS_PROGRAM && i !== 0);
+        procs[i] = t;
+        this.totals.push(t);
       });
       byVersion.set(v.version, procs);
     }
@@ -228,12 +269,16 @@ export class ServerMetrics implements CallObserver {
   }
 
   onReply(call: RpcCall, replyBytes: number): void {
-    const b = this.bound.get(call.prog)?.get(call.vers)?.[call.proc];
-    if (b === undefined) return;
-    b.requests.inc();
-    b.bytes.inc(replyBytes);
-    b.duration.observe((performance.now() - call.startedAt) / 1000);
-    if (b.nfsStatus) this.nfsReplies++;
+    const t = this.bound.get(call.prog)?.get(call.vers)?.[call.proc];
+    if (t === undefined) return;
+    const seconds = (performance.now() - call.startedAt) / 1000;
+    t.requests++;
+    t.replyBytes += replyBytes;
+    t.durationSum += seconds;
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]) i++;
+    t.buckets[i]++;
+    if (t.nfsStatus) this.nfsReplies++;
     this.clients.record(call.sink.address);
   }
 

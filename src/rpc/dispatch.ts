@@ -12,6 +12,7 @@ import {
   AcceptStat,
   AuthFlavor,
   AuthStat,
+  CredMemo,
   decodeCallHeader,
   RPC_VERSION,
   writeAcceptedHeader,
@@ -199,6 +200,7 @@ export class RpcDispatcher {
   observer: CallObserver | null = null;
   /** Duplicate-request cache for nonIdempotent procedures; none means every call runs. */
   replyCache: ReplyCache | null = null;
+  private readonly credMemos = new WeakMap<ReplySink, CredMemo>();
 
   register(program: Program): void {
     const versions = program.versions.map((v) => v.version);
@@ -217,9 +219,15 @@ export class RpcDispatcher {
   /** Handles one RPC message (a TCP record or a UDP datagram). */
   dispatch(record: Buffer, sink: ReplySink): void {
     const args = new XdrReader(record, 0, record.length);
+    // A UDP sink lives for one datagram: only connections keep a credential memo.
+    let memo: CredMemo | undefined;
+    if (sink.tcp) {
+      memo = this.credMemos.get(sink);
+      if (memo === undefined) this.credMemos.set(sink, (memo = new CredMemo()));
+    }
     let header;
     try {
-      header = decodeCallHeader(args);
+      header = decodeCallHeader(args, memo);
     } catch (err) {
       // Without a whole call header there is no call to answer.
       hostile.warn({ client: sink.address, reason: (err as Error).message, bytes: record.length }, 'undecodable RPC header, dropped');

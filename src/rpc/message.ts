@@ -94,11 +94,22 @@ export function decodeAuthSys(r: XdrReader, end: number): Credentials {
 }
 
 /**
+ * The last AUTH_SYS credential seen on one connection. A client sends the same identity on every
+ * call, so comparing its bytes (after the stamp, which Linux bumps every second) is cheaper than
+ * decoding a machine name string, a gid array and a new object per call. The memoised
+ * Credentials are frozen: every call of the connection shares them.
+ */
+export class CredMemo {
+  bytes: Buffer = Buffer.alloc(0);
+  cred: Credentials = NO_CREDENTIALS;
+}
+
+/**
  * Decode msg_type..verifier. Throws XdrError if the header itself is truncated (the caller can
  * only drop such a record: without a complete header there is nobody to answer).
  * Returns null for a REPLY message (a server ignores those).
  */
-export function decodeCallHeader(r: XdrReader): CallHeader | null {
+export function decodeCallHeader(r: XdrReader, memo?: CredMemo): CallHeader | null {
   const xid = r.u32();
   const type = r.u32();
   if (type !== MsgType.CALL) return null;
@@ -115,12 +126,22 @@ export function decodeCallHeader(r: XdrReader): CallHeader | null {
   let cred = NO_CREDENTIALS;
   let badCred = false;
   if (credFlavor === AuthFlavor.SYS) {
-    const sub = new XdrReader(r.buf, credStart, credStart + credLen);
-    try {
-      cred = decodeAuthSys(sub, credStart + credLen);
-    } catch (e) {
-      if (!(e instanceof XdrError)) throw e;
-      badCred = true;
+    const known = memo?.bytes;
+    if (known !== undefined && credLen >= 4 && known.length === credLen - 4 && r.buf.compare(known, 0, known.length, credStart + 4, credStart + credLen) === 0) {
+      cred = memo!.cred;
+    } else {
+      const sub = new XdrReader(r.buf, credStart, credStart + credLen);
+      try {
+        cred = decodeAuthSys(sub, credStart + credLen);
+        if (memo !== undefined) {
+          Object.freeze(cred.gids);
+          memo.cred = Object.freeze(cred);
+          memo.bytes = Buffer.from(r.buf.subarray(credStart + 4, credStart + credLen));
+        }
+      } catch (e) {
+        if (!(e instanceof XdrError)) throw e;
+        badCred = true;
+      }
     }
   } else if (credFlavor !== AuthFlavor.NONE) {
     cred = { ...NO_CREDENTIALS, flavor: credFlavor };

@@ -145,7 +145,7 @@ export class ClusterNfsServer {
     const transports: (TcpTransport | UdpTransport)[] = [];
     const closers: (() => Promise<void>)[] = [async () => metrics.close()];
     const connections = () => transports.reduce((n, t) => n + (t instanceof TcpTransport ? t.connections() : 0), 0);
-    metrics.watchServer([...stores.values()], nfs.errorReplies);
+    metrics.watchServer([...stores.values()], nfs.errorReplies, connections);
     metrics.setStatusSource({ version: cfg.version ?? 'unknown', exports: served, connections });
     const opened = <T extends TcpTransport | UdpTransport>(t: T): T => {
       transports.push(t);

@@ -5,7 +5,6 @@
  * namespace's loopback. The namespace is deleted by stop(), also after a failed start.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import readline from 'node:readline';
 
@@ -18,21 +17,9 @@ export interface RunResult {
   stderr: string;
 }
 
-export function createNetns(prefix: string): string {
-  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
-  run('ip', ['netns', 'add', name]);
-  run('ip', ['netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up']);
-  return name;
-}
+import { createNetns, deleteNetns } from '../../bench/netns.js';
 
-export function deleteNetns(name: string): void {
-  spawnSync('ip', ['netns', 'del', name]);
-}
-
-function run(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
-}
+export { createNetns, deleteNetns };
 
 /** Runs a command inside the namespace, bounded in time, capturing its output as text. */
 export function nsExec(ns: string, cmd: string, args: string[], timeoutMs = 30_000): RunResult {

@@ -93,7 +93,7 @@ it('counters move with the traffic sent, and the hit rate is computable', async 
   expect(delta(before, after, 'clusternfs_fs_calls_total', { kind: 'lstat' })).toBeLessThan(20);
   expect(delta(before, after, 'clusternfs_fs_calls_total', { kind: 'write' })).toBe(1);
   // Two clients with an NFS and a MOUNT connection each.
-  expect(after.get('clusternfs_tcp_connections')).toBe(4);
+  expect(after.get('clusternfs_connections')).toBe(4);
   expect(after.get('clusternfs_clients')).toBe(2);
   expect(delta(before, after, 'clusternfs_client_requests_total', { client: '127.0.0.31' })).toBe(200);
   expect(delta(before, after, 'clusternfs_client_requests_total', { client: '127.0.0.32' })).toBe(4);
