@@ -11,6 +11,8 @@ import fsp from 'node:fs/promises';
 import { constants as fsc } from 'node:fs';
 import { lchown, lstat, lutimes, mkdir, readlink, readdir, symlink, toFsPath } from '../store/fsops.js';
 import { makeNode } from '../store/mknod.js';
+import { displayName } from './display-name.js';
+import { UserError } from './user-error.js';
 
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'special';
 
@@ -52,13 +54,67 @@ const isRoot = process.getuid?.() === 0;
 /** Owner, mode, then times: chown clears setuid bits, and any change after it would bump mtime. */
 async function applyMetadata(dest: string, st: fs.Stats, kind: EntryKind, opts: CopyOptions): Promise<void> {
   if (opts.keepOwner ?? isRoot) await lchown(dest, st.uid, st.gid);
-  // Symlink modes mean nothing on Linux (and lchmod does not exist there).
-  if (kind !== 'symlink') await fsp.chmod(toFsPath(dest), st.mode & 0o7777);
+  // Symlink modes mean nothing on Linux (and lchmod does not exist there). chmod() follows a
+  // symlink, and while a directory is filled someone writing its parent may swap it for one to
+  // /etc/shadow: set the mode through a descriptor opened without following. Opening a FIFO or
+  // device has effects of its own, so those are only checked right before.
+  const mode = st.mode & 0o7777;
+  const replaced = () => new UserError(`${displayName(dest)} was replaced by a symlink while it was being made; its mode was not set`);
+  if (kind === 'file' || kind === 'dir') {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(toFsPath(dest), fsc.O_RDONLY | fsc.O_NOFOLLOW | (kind === 'dir' ? fsc.O_DIRECTORY : 0));
+    } catch (err) {
+      throw (err as NodeJS.ErrnoException).code === 'ELOOP' ? replaced() : err;
+    }
+    try {
+      await fh.chmod(mode);
+    } finally {
+      await fh.close();
+    }
+  } else if (kind === 'special') {
+    if ((await lstat(dest)).isSymbolicLink()) throw replaced();
+    await fsp.chmod(toFsPath(dest), mode);
+  }
   await lutimes(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
 }
 
 function deviceNumbers(rdev: number): { major: number; minor: number } {
   return { major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+}
+
+/**
+ * The tree may belong to a running node (a snapshot), which can swap an entry for a symlink to
+ * /etc/shadow between our lstat and the copy: what is copied must be the entry that was walked.
+ */
+function sameEntry(src: string, walked: fs.Stats, now: fs.Stats): void {
+  if (now.ino !== walked.ino || now.dev !== walked.dev || (now.mode & fsc.S_IFMT) !== (walked.mode & fsc.S_IFMT)) {
+    throw new UserError(`${displayName(src)} was replaced while it was being copied; nothing of it was copied`);
+  }
+}
+
+/** Copies the regular file walked as `st`, opened without following a symlink; never replaces dest. */
+async function copyFileAsWalked(src: string, dest: string, st: fs.Stats): Promise<void> {
+  let from: fsp.FileHandle;
+  try {
+    from = await fsp.open(toFsPath(src), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') sameEntry(src, st, await lstat(src));
+    throw err;
+  }
+  try {
+    sameEntry(src, st, await from.stat());
+    // O_EXCL: never replace (or write through a symlink at) something that appeared at dest.
+    const to = await fsp.open(toFsPath(dest), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      for (let n; (n = (await from.read(buf, 0, buf.length, null)).bytesRead) > 0; ) await to.write(buf, 0, n);
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
 }
 
 /**
@@ -74,8 +130,7 @@ export async function copyEntry(src: string, dest: string, st: fs.Stats, counts:
   const dry = opts.dryRun === true;
   switch (kind) {
     case 'file':
-      // COPYFILE_EXCL: never replace something that appeared at dest in the meantime.
-      if (!dry) await fsp.copyFile(toFsPath(src), toFsPath(dest), fsc.COPYFILE_EXCL);
+      if (!dry) await copyFileAsWalked(src, dest, st);
       counts.files++;
       counts.bytes += st.size;
       break;
@@ -90,6 +145,8 @@ export async function copyEntry(src: string, dest: string, st: fs.Stats, counts:
       break;
     }
     case 'dir':
+      // readdir follows a symlink: a directory swapped for one after our lstat is refused.
+      sameEntry(src, st, await lstat(src));
       // Private until filled, so nobody reads a half-copied directory with the final mode.
       if (!dry) await mkdir(dest, 0o700);
       for (const name of (await readdir(src)).sort()) {

@@ -248,7 +248,7 @@ export async function resolveCommand(pathArg: string, opts: ResolveOptions): Pro
           : remapping === 'cluster_admin'
             ? 'not remapped: cluster_admin clients see raw names'
             : "not remapped: outside the export's cluster= subtrees";
-    } else if (hasTag(name)) {
+    } else if (hasTag(name) && masterOf(name) === null) {
       step.why = 'a raw tagged name: ordinary clients can neither see nor look it up (NFS3ERR_NOENT)';
     } else {
       const index = buildTagIndex(names);

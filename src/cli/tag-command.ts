@@ -4,12 +4,13 @@
  * variant unless --force, and then replaces it in one rename so a node reading it meanwhile
  * sees the old or the new file, never a half-written one.
  */
+import { randomBytes } from 'node:crypto';
 import type fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Command } from 'commander';
-import { hasTag, parseTag, taggedName, type Tag } from '../remap/tags.js';
+import { hasTag, parseTag, scratchName, taggedName, type Tag } from '../remap/tags.js';
 import { lchown, lutimes, rename, toFsPath } from '../store/fsops.js';
 import { copyEntry, emptyCounts, lstatOrNull, removeEntry } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
@@ -121,9 +122,9 @@ export async function tagCommand(pathArg: string, opts: TagOptions): Promise<voi
   if (existing !== null && !opts.force) throw new UserError(`${displayName(variant)} exists already; use --force to replace it`);
 
   // Made under a temporary name in the same directory, then renamed into place: a replaced
-  // variant changes in one step. The temporary name is a UID tag no caller can have (uids are
-  // below 2^32-1 in AUTH_SYS practice), so clients never see it in a listing.
-  const temp = `${dir}/${taggedName(toByteString(`.${base}.clusternfs-${process.pid}`), { kind: 'uid', id: 0xffffffff })}`;
+  // variant changes in one step. The temporary name selects no client (a UID tag would: AUTH_SYS
+  // lets a node send uid 4294967295 and read another node's variant while it is being made).
+  const temp = `${dir}/${scratchName(randomBytes(8).toString('hex'))}`;
   try {
     if (source === 'master') await copyEntry(masterPath, temp, master!, emptyCounts());
     else await writeNewFile(temp, source, master);

@@ -749,13 +749,16 @@ export class NfsProgram {
     const dirFh = this.readFh(call);
     const name = this.readName(call);
     try {
-      const t = await this.writableTarget(call, fh);
+      let t = await this.writableTarget(call, fh);
       const d = await this.writableDir(call, dirFh);
       if (t.exp !== d.exp) throw new NfsError(NfsStat.XDEV, 'link across exports');
       if (t.node.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'hard link to a directory');
       checkNewName(name);
       const made = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
-      const after = await d.exp.store.link(t.node, d.node, made);
+      // A second name of a COW master would be a way to write the shared master: link this
+      // client's copy instead (made now, as the first change of the master).
+      t = await this.changing(t);
+      const after = this.remap.keepFileid(t.node, await d.exp.store.link(t.node, d.node, made));
       const dirAfter = await d.exp.store.restat(d.node);
       const w = call.beginReply(300);
       w.u32(NfsStat.OK);

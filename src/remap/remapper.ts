@@ -28,6 +28,7 @@
  * per directory) and kept in an lru-cache keyed by the directory's inode, validated by its
  * mtime/ctime; a directory without any tag costs one cache look-up per call.
  */
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { componentLogger } from '../log/logger.js';
 import { NfsStat } from '../nfs/constants.js';
@@ -37,7 +38,7 @@ import { listingCookie, orderCookies } from '../store/cookies.js';
 import type { ExportStore, FsNode, ListingEntry } from '../store/export-store.js';
 import * as fsops from '../store/fsops.js';
 import { buildTagIndex, resolveName, RULES, visibleBases, type ClientView, type Resolution, type Rule, type TagIndex } from './resolve.js';
-import { hasTag, masterOf, parseEntryName } from './tags.js';
+import { hasTag, masterOf, parseEntryName, scratchName } from './tags.js';
 
 const log = componentLogger('remap');
 
@@ -282,7 +283,8 @@ export class Remapper {
     }
     if (!Remapper.covers(scope, masterOf(name) ?? name)) return null;
     const entry = await this.indexOf(store, dir);
-    if (!entry.index.tagged) return null;
+    // Rule 1 holds in a directory without tags too: the master, never an entry named `x$$$$`.
+    if (!entry.index.tagged && masterOf(name) === null) return null;
     return { r: this.resolve(entry.index, name, client), entry };
   }
 
@@ -501,27 +503,39 @@ export class Remapper {
     if (existing !== null) return store.lookup(dir, variant);
     const st = master.stats;
     const owner = { uid: st.uid, gid: st.gid };
-    let node: FsNode;
-    if (st.isFile()) {
-      node = (await store.create(dir, variant, st.mode & 0o7777, 'guarded', null, owner)).node;
-      for (let off = 0; off < st.size; ) {
-        const { data, eof } = await store.read(master, off, Math.min(COPY_CHUNK, st.size - off));
-        if (data.length > 0) await store.write(node, off, data, 1);
-        off += data.length;
-        if (eof || data.length === 0) break;
+    // Copied under a name no client resolves to, then linked into place: until the copy is whole
+    // (and when it fails, or the server dies meanwhile) the client keeps reading the master, not
+    // a half copy that would then be its file for good.
+    const temp = scratchName(randomBytes(8).toString('hex'));
+    let node: FsNode | null = null;
+    try {
+      if (st.isFile()) {
+        node = (await store.create(dir, temp, st.mode & 0o7777, 'guarded', null, owner)).node;
+        for (let off = 0; off < st.size; ) {
+          const { data, eof } = await store.read(master, off, Math.min(COPY_CHUNK, st.size - off));
+          if (data.length > 0) await store.write(node, off, data, 1);
+          off += data.length;
+          if (eof || data.length === 0) break;
+        }
+      } else if (st.isSymbolicLink()) {
+        node = await store.symlink(dir, temp, await store.readlink(master), owner);
+      } else {
+        throw new NfsError(NfsStat.ACCES, 'copy-on-write works on files and symlinks');
       }
-    } else if (st.isSymbolicLink()) {
-      node = await store.symlink(dir, variant, await store.readlink(master), owner);
-    } else {
-      throw new NfsError(NfsStat.ACCES, 'copy-on-write works on files and symlinks');
+      // The copy is the master as it is now (reading it may have moved its atime): exact owner (not
+      // the directory's setgid group), mode, times.
+      const now = (await store.restat(master)).stats;
+      node = await store.setattr(node, { mode: null, uid: now.uid, gid: now.gid, size: null, atime: null, mtime: null });
+      node = await store.setattr(node, { mode: now.isSymbolicLink() ? null : now.mode & 0o7777, uid: null, gid: null, size: null, atime: now.atimeMs / 1000, mtime: now.mtimeMs / 1000 });
+      // link(), unlike rename(), never replaces a variant someone made meanwhile.
+      await store.link(node, dir, variant).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+    } finally {
+      if (node !== null) await store.remove(dir, node).catch((err: unknown) => log.warn({ dir: dir.rel, temp, err }, 'copy-on-write: the scratch copy stays behind'));
     }
-    // The copy is the master as it is now (reading it may have moved its atime): exact owner (not
-    // the directory's setgid group), mode, times.
-    const now = (await store.restat(master)).stats;
-    node = await store.setattr(node, { mode: null, uid: now.uid, gid: now.gid, size: null, atime: null, mtime: null });
-    node = await store.setattr(node, { mode: now.isSymbolicLink() ? null : now.mode & 0o7777, uid: null, gid: null, size: null, atime: now.atimeMs / 1000, mtime: now.mtimeMs / 1000 });
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');
-    return node;
+    return store.lookup(dir, variant);
   }
 }

@@ -228,6 +228,15 @@ export function variantName(base: string, by: VariantBy, ip: string): string {
   return by === 'client' ? `${base}$$CLIENT$$` : `${base}$$IP=${ip}$$`;
 }
 
+/**
+ * A scratch name (a copy made before it is moved into place) that no client resolves to, lists,
+ * looks up or holds a valid handle of: the entry `x$$$$` is hidden, and rule 1 names the
+ * (absent) `x`, never the entry itself. Unlike a UID or other client tag, no credential selects it.
+ */
+export function scratchName(nonce: string): string {
+  return `.clusternfs-${nonce}$$$$`;
+}
+
 /** Spells a tag as it appears between the `$$`s. */
 export function formatTag(tag: Tag): string {
   switch (tag.kind) {

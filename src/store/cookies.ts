@@ -55,3 +55,21 @@ export function orderCookies(entries: ListingEntry[]): void {
     }
   }
 }
+
+/**
+ * Whether a listing holds `name`: one binary search by the name's cookie, then the few entries a
+ * hash collision could have nudged it to.
+ */
+export function listingHas(entries: ListingEntry[], name: string): boolean {
+  const { hi, lo } = listingCookie(name);
+  let a = 0;
+  let b = entries.length;
+  while (a < b) {
+    const m = (a + b) >>> 1;
+    const e = entries[m];
+    if (e.cookieHi < hi || (e.cookieHi === hi && e.cookieLo < lo)) a = m + 1;
+    else b = m;
+  }
+  for (let i = a; i < entries.length && i < a + 8; i++) if (entries[i].name === name) return true;
+  return false;
+}

@@ -20,7 +20,7 @@ import { birthMicros, encodeHandle, type HandleFields } from '../nfs/filehandle.
 import * as fsops from './fsops.js';
 import { HandleIndex } from './handle-index.js';
 import { OpenFileCache } from './open-files.js';
-import { listingCookie, orderCookies } from './cookies.js';
+import { listingCookie, listingHas, orderCookies } from './cookies.js';
 import { makeNode } from './mknod.js';
 import { AttrCache } from '../cache/attr-cache.js';
 import { newCounters, type CacheCounters } from '../cache/counters.js';
@@ -486,6 +486,13 @@ export class ExportStore {
       if (parent === this.rootIno) return this.fill('', this.rootIno, '');
       const e = this.index.get(parent);
       return this.fill(rel, e?.parent ?? this.rootIno, parentPath(rel));
+    }
+    // A name missing from a watched directory's current listing does not exist: NOENT without an
+    // lstat (boot storms look up many names that are not there, e.g. libraries along a path).
+    const listing = this.listings.get(dir.ino);
+    if (listing !== undefined && listing.mtimeMs === dir.stats.mtimeMs && listing.ctimeMs === dir.stats.ctimeMs && this.watcher.isWatched(dir.ino) && !listingHas(listing.entries, name)) {
+      this.listingCounters.hits++;
+      throw new NfsError(NfsStat.NOENT, 'not in the directory listing');
     }
     const rel = this.childRel(dir, name);
     const node = await this.fill(rel, dir.ino, dir.rel);

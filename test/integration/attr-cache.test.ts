@@ -81,6 +81,24 @@ describe('warm paths make no file-system call', () => {
     expect(r.objAttr!.size).toBe(6);
     expect((await s.nfs.access(r.fh!, Access.READ)).access).toBe(Access.READ);
   });
+
+  it('1,000 LOOKUPs of a name missing from a listed directory: NOENT without a call, until it appears', async () => {
+    const etc = await fh('etc');
+    await s.nfs.readdirAll(etc);
+    expect((await s.nfs.lookup(etc, 'ld.so.preload')).status).toBe(NfsStat.NOENT);
+    const before = totalFsCalls();
+    const answers = await Promise.all(Array.from({ length: 1000 }, () => s.nfs.lookup(etc, 'ld.so.preload')));
+    expect(answers.every((r) => r.status === NfsStat.NOENT)).toBe(true);
+    expect(totalFsCalls() - before).toBe(0);
+    // Created behind our back: the watcher drops the listing and the name resolves.
+    fs.writeFileSync(path.join(work, 'etc', 'ld.so.preload'), '');
+    let status: number = NfsStat.NOENT;
+    for (const until = Date.now() + 20_000; status !== NfsStat.OK && Date.now() < until; ) {
+      status = (await s.nfs.lookup(etc, 'ld.so.preload')).status;
+      if (status !== NfsStat.OK) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(status).toBe(NfsStat.OK);
+  });
 });
 
 describe('bounds', () => {

@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NfsStat } from '../../src/nfs/constants.js';
-import type { ClusterNfsServer } from '../../src/server/server.js';
+import type { CacheOptions } from '../../src/cache/options.js';
+import { ClusterNfsServer } from '../../src/server/server.js';
 import { mountSession, quickExport, startServer, type Session } from '../helpers/inproc-server.js';
 
 let work: string;
@@ -41,6 +42,10 @@ const NEW: Image = new Map([
   ['usr/bin/tool', ['#!/bin/sh\necho v2\n', 0o755]],
   ['usr/lib/libnew.so', ['ELF new\n', 0o644]],
 ]);
+
+function startServerWith(dir: string, cache: Partial<CacheOptions>): Promise<ClusterNfsServer> {
+  return ClusterNfsServer.start({ exports: [quickExport(dir)], bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, cache });
+}
 
 const DELETED = ['etc/old.conf', 'usr/lib/libold.so', 'var/gone/file', 'var/gone'];
 
@@ -175,4 +180,33 @@ it('a chmod and an in-place write behind our back reach a client that holds the 
   console.log(`chmod + append visible after ${Date.now() - changed} ms`);
   expect((await n.nfs.read(f, 0, 100)).data.toString()).toBe('fresh\nappended\n');
   for (let i = 0; i < 50; i++) expect((await n.nfs.getattr(f)).attr!.mode).toBe(0o600);
+});
+
+it('beyond the watch limit, a change behind our back is seen by the TTL instead', async () => {
+  // One watch (the root's): entries below unwatched directories live only --cache-ttl-ms.
+  const tree = path.join(work, 'ttl');
+  fs.mkdirSync(path.join(tree, 'sub'), { recursive: true });
+  fs.writeFileSync(path.join(tree, 'sub', 'f'), 'one\n');
+  fs.chmodSync(path.join(tree, 'sub', 'f'), 0o644);
+  const limited = await startServerWith(tree, { watchMax: 1, ttlMs: 300 });
+  const n = await mountSession(limited, tree);
+  try {
+    const f = (await n.nfs.lookupPath(n.root, 'sub/f')).fh!;
+    expect((await n.nfs.getattr(f)).attr!.mode).toBe(0o644);
+    expect(limited.stores[0].watcher.size).toBe(1);
+    expect(limited.stores[0].watcher.failures).toBeGreaterThan(0);
+    fs.chmodSync(path.join(tree, 'sub', 'f'), 0o600);
+    const changed = Date.now();
+    let mode = 0o644;
+    while (mode !== 0o600 && Date.now() - changed < 20_000) {
+      mode = (await n.nfs.getattr(f)).attr!.mode;
+      if (mode !== 0o600) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(mode).toBe(0o600);
+    console.log(`unwatched directory: chmod visible after ${Date.now() - changed} ms (TTL 300 ms)`);
+    for (let i = 0; i < 20; i++) expect((await n.nfs.getattr(f)).attr!.mode).toBe(0o600);
+  } finally {
+    await n.close();
+    await limited.stop();
+  }
 });
