@@ -229,7 +229,20 @@ export class AttrCache {
     u[p + U_GID] = st.gid;
     u[p + U_DEV] = st.dev;
     u[p + U_RDEV] = st.rdev;
-    this.keepHot(slot, node, gen);
+    // A fill does not make the node hot: only a second access does (materialize). A scan that
+    // looks up a million objects once (rsync, a boot, mem-1m) would otherwise keep each fresh
+    // fs.Stats with its Dates alive for the next 16,384 fills: long enough to be promoted to V8's
+    // old space as garbage, ~1.5 KB per object, which let the heap grow to twice its live size.
+    const h = this.hot.get(slot);
+    if (h !== undefined) {
+      h.node = node;
+      h.gen = gen;
+    }
+  }
+
+  /** Materialized nodes kept (the hot set), for tests and the status page. */
+  get hotSize(): number {
+    return this.hot.size;
   }
 
   /** Drops `ino` because it changed; true when it was cached. */

@@ -1,0 +1,63 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AttrCache } from '../../src/cache/attr-cache.js';
+import type { FsNode } from '../../src/store/export-store.js';
+
+let dir: string;
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function filled(n: number): FsNode[] {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-hot-'));
+  const nodes: FsNode[] = [];
+  for (let i = 0; i < n; i++) {
+    const rel = `f${i}`;
+    fs.writeFileSync(path.join(dir, rel), 'x'.repeat(i));
+    const stats = fs.lstatSync(path.join(dir, rel));
+    nodes.push({ ino: stats.ino, birth: Math.round(stats.birthtimeMs * 1000), rel, stats });
+  }
+  return nodes;
+}
+
+describe('AttrCache hot set', () => {
+  it('keeps no node of a one-pass scan, only the attributes', () => {
+    const nodes = filled(200);
+    const cache = new AttrCache({ maxEntries: 1000, maxBytes: 1 << 20, hotNodes: 64 });
+    const until = Date.now() + 60_000;
+    for (const n of nodes) cache.store(n, until, 0);
+    expect(cache.size).toBe(200);
+    expect(cache.hotSize).toBe(0);
+    // The attributes are all there, rebuilt from the slot, not the lstat's object.
+    for (const n of nodes) {
+      const slot = cache.probe(n.ino, n.birth, Date.now());
+      expect(slot).toBeGreaterThanOrEqual(0);
+      expect(cache.hotNode(slot, 0)).toBeUndefined();
+      const again = cache.materialize(slot, n.ino, n.rel, 0);
+      expect(again).not.toBe(n);
+      expect(again.stats.size).toBe(n.stats.size);
+      expect(again.stats.mtimeMs).toBe(n.stats.mtimeMs);
+      expect(again.stats.isFile()).toBe(true);
+    }
+    // Accessed twice: hot, up to the ring's size.
+    expect(cache.hotSize).toBe(64);
+  });
+
+  it('serves a second hit from the hot node and refreshes it on a new fill', () => {
+    const [a] = filled(1);
+    const cache = new AttrCache({ maxEntries: 1000, maxBytes: 1 << 20, hotNodes: 64 });
+    const until = Date.now() + 60_000;
+    cache.store(a, until, 0);
+    const slot = cache.probe(a.ino, a.birth, Date.now());
+    const hot = cache.materialize(slot, a.ino, a.rel, 0);
+    expect(cache.hotNode(cache.probe(a.ino, a.birth, Date.now()), 0)).toBe(hot);
+    fs.writeFileSync(path.join(dir, a.rel), 'longer');
+    const stats = fs.lstatSync(path.join(dir, a.rel));
+    const fresh: FsNode = { ...a, stats };
+    cache.store(fresh, until, 0);
+    const now = cache.hotNode(cache.probe(a.ino, a.birth, Date.now()), 0);
+    expect(now).toBe(fresh);
+    expect(now!.stats.size).toBe(6);
+    expect(cache.hotSize).toBe(1);
+  });
+});
