@@ -21,12 +21,21 @@
  * - `beforeChange(...)`: for WRITE/SETATTR once allowed: the first change of a COW master copies
  *   it up (copy-on-write) and goes to the copy; `keepFileid` keeps the handle's fileid on the
  *   fresh attributes of the copy.
- * - `stats`: tag-index cache hits/misses/evictions/size, resolutions by rule, copy-ups, refused
- *   variant handles; plain numbers for the metrics code to read.
+ * - `willChange(store, dir)` / `changed(token, dirAfter, removed, added)`: around our own change of a
+ *   directory's entries (CREATE, MKDIR, SYMLINK, MKNOD, LINK, REMOVE, RMDIR, RENAME), so the
+ *   directory's tag index follows the change instead of being read again.
+ * - `stats`: tag-index cache hits/misses/evictions/size, full builds and own-change updates,
+ *   resolutions by rule, copy-ups, refused variant handles; plain numbers for the metrics code.
  *
- * Cost: the tag index of a directory is built once from `ExportStore.listing(dir)` (itself cached
- * per directory) and kept in an lru-cache keyed by the directory's inode, validated by its
- * mtime/ctime; a directory without any tag costs one cache look-up per call.
+ * Cost: the tag index of a directory is built from its names (one readdir, no stat per entry)
+ * and kept in an lru-cache keyed by the directory's inode, validated by its mtime/ctime; a
+ * directory without any tag costs one cache look-up per call. Our own changes update the index
+ * in place and re-validate it against the directory's attributes after the change: a node filling
+ * a 20,000-entry /tmp must not make every call there read 20,000 names. A change behind our back
+ * (mtime/ctime moved with no own change recorded) still rebuilds it. The one window: a change
+ * behind our back that lands while our own change runs is taken for ours; so is one the cached
+ * directory attributes had not shown yet (inotify delivers it within milliseconds). Hence an index
+ * is updated in place for at most MAX_UPDATED_AGE_MS after its last full build.
  */
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -35,9 +44,10 @@ import { NfsStat } from '../nfs/constants.js';
 import { NfsError } from '../nfs/errors.js';
 import { birthMicros } from '../nfs/filehandle.js';
 import { listingCookie, orderCookies } from '../store/cookies.js';
+import type fs from 'node:fs';
 import type { ExportStore, FsNode, ListingEntry } from '../store/export-store.js';
 import * as fsops from '../store/fsops.js';
-import { buildTagIndex, resolveName, RULES, visibleBases, type ClientView, type Resolution, type Rule, type TagIndex } from './resolve.js';
+import { buildTagIndex, resolveName, RULES, updateTagIndex, visibleBases, type ClientView, type Resolution, type Rule, type TagIndex } from './resolve.js';
 import { hasTag, masterOf, parseEntryName, scratchName } from './tags.js';
 
 const log = componentLogger('remap');
@@ -50,8 +60,8 @@ export interface RemapPolicy {
 }
 
 export interface RemapStats {
-  /** The per-directory tag index cache. */
-  index: { hits: number; misses: number; evictions: number; size: number };
+  /** The per-directory tag index cache; `builds` read the directory, `updates` followed our own changes. */
+  index: { hits: number; misses: number; evictions: number; size: number; builds: number; updates: number };
   /** Resolutions of a name in a directory with tags, by the rule that decided. */
   rules: Record<Rule, number>;
   /** Masters copied to a client's variant on its first change (COW). */
@@ -77,6 +87,21 @@ interface IndexEntry {
   index: TagIndex;
   /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
   views: Map<string, ViewEntry[]>;
+  /** When the directory was last read (Date.now()). */
+  builtAt: number;
+  /** Own changes begun and ended against this entry (see willChange). */
+  begun: number;
+  ended: number;
+  /** Moves on every in-place update: a listing computed across one is not kept. */
+  version: number;
+}
+
+/** An own change in progress in a directory whose index was current when it began. */
+export interface DirChange {
+  entry: IndexEntry;
+  ino: number;
+  rel: string;
+  seq: number;
 }
 
 /** Which names of a directory remapping covers. */
@@ -105,6 +130,9 @@ export interface RemapperOptions {
 
 const VIEW_LIMIT = 256;
 
+/** Beyond this age an index is read again on the next change rather than updated (see Cost). */
+const MAX_UPDATED_AGE_MS = 60_000;
+
 /** Stats shown under another object's fileid (the COW master's), by the object they stand for. */
 const shownFileid = new WeakMap<object, number>();
 
@@ -127,6 +155,10 @@ function baseOf(name: string): string {
   return parseEntryName(name)?.base ?? name;
 }
 
+function isCowMarker(name: string | null): boolean {
+  return name !== null && name.includes('$$') && parseEntryName(name)?.tag.kind === 'cow';
+}
+
 function viewKey(c: ClientView): string {
   return `${c.ip}|${c.host ?? ''}|${c.uid}|${c.gid}`;
 }
@@ -143,7 +175,7 @@ export class Remapper {
   constructor(opts: RemapperOptions = {}) {
     this.maxIndexes = opts.maxIndexes ?? 8192;
     const rules = Object.fromEntries(RULES.map((r) => [r, 0])) as Record<Rule, number>;
-    const indexStats = { hits: 0, misses: 0, evictions: 0, size: 0 };
+    const indexStats = { hits: 0, misses: 0, evictions: 0, size: 0, builds: 0, updates: 0 };
     this.stats = { index: indexStats, rules, copyUps: 0, refusedHandles: 0 };
     this.indexes = new LRUCache<number, IndexEntry>({
       max: this.maxIndexes,
@@ -224,15 +256,57 @@ export class Remapper {
     const st = dir.stats;
     // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
     // over /usr/lib must not stat thousands of files).
+    const builtAt = Date.now();
     const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
-    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map() };
+    this.stats.index.builds++;
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map(), builtAt, begun: 0, ended: 0, version: 0 };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
     s.byRel.set(dir.rel, dir.ino);
-    if (index.cow !== null || [...index.groups.values()].some((g) => g.cow !== null)) s.cowDirs.add(dir.rel);
-    else s.cowDirs.delete(dir.rel);
+    this.noteCow(s, dir.rel, index);
     return entry;
+  }
+
+  private noteCow(s: StoreState, dirRel: string, index: TagIndex): void {
+    if (index.cow !== null || [...index.groups.values()].some((g) => g.cow !== null)) s.cowDirs.add(dirRel);
+    else s.cowDirs.delete(dirRel);
+  }
+
+  /**
+   * Before our own change of `dir`'s entries: a token for changed() when we hold an index that
+   * is current for `dir`'s attributes, else null (nothing to keep up to date).
+   */
+  willChange(store: ExportStore, dir: FsNode): DirChange | null {
+    const e = this.indexes.peek(dir.ino);
+    if (e === undefined || e.store !== store || e.mtimeMs !== dir.stats.mtimeMs || e.ctimeMs !== dir.stats.ctimeMs) return null;
+    return { entry: e, ino: dir.ino, rel: dir.rel, seq: ++e.begun };
+  }
+
+  /**
+   * After our own change succeeded: entry `removed` went, `added` came (either may be null),
+   * `after` are the directory's attributes now. The index follows the change and is valid for
+   * `after` only when no other own change overlapped this one (else its names could be missing
+   * from the index while its mtime is already counted): overlapping or failed changes (a token
+   * never ended) drop the index, and the next call reads the directory.
+   */
+  changed(change: DirChange | null, after: fs.Stats, removed: string | null, added: string | null): void {
+    if (change === null) return;
+    const e = change.entry;
+    e.ended++;
+    if (this.indexes.peek(change.ino) !== e) return;
+    if (change.seq !== e.begun || e.ended !== e.begun || Date.now() - e.builtAt > MAX_UPDATED_AGE_MS) {
+      this.indexes.delete(change.ino);
+      return;
+    }
+    if (removed !== null) e.index = updateTagIndex(e.index, removed, false);
+    if (added !== null) e.index = updateTagIndex(e.index, added, true);
+    e.mtimeMs = after.mtimeMs;
+    e.ctimeMs = after.ctimeMs;
+    e.version++;
+    e.views.clear();
+    this.stats.index.updates++;
+    if (isCowMarker(removed) || isCowMarker(added)) this.noteCow(this.state(e.store), change.rel, e.index);
   }
 
   /**
@@ -335,6 +409,7 @@ export class Remapper {
     const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
     let view = entry.views.get(key);
     if (view !== undefined) return view;
+    const version = entry.version;
     const byName = new Map<string, ListingEntry>();
     for (const e of (await store.listing(dir)).entries) byName.set(e.name, e);
     view = [];
@@ -352,6 +427,8 @@ export class Remapper {
       }
     }
     orderCookies(view);
+    // An own change while the listing was read: this view may miss its name; serve it once.
+    if (entry.version !== version) return view;
     if (entry.views.size >= VIEW_LIMIT) entry.views.clear();
     entry.views.set(key, view);
     return view;
