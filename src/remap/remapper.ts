@@ -68,6 +68,8 @@ export interface RemapStats {
   copyUps: number;
   /** Variant handles refused to a client that does not resolve to that variant. */
   refusedHandles: number;
+  /** Per-client READDIR views held: how many, and their entries in all (the bound). */
+  views: { size: number; entries: number };
 }
 
 /** A READDIR entry as a client sees it: `name` is the base name shown, `raw` the entry behind it. */
@@ -85,8 +87,8 @@ interface IndexEntry {
   mtimeMs: number;
   ctimeMs: number;
   index: TagIndex;
-  /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
-  views: Map<string, ViewEntry[]>;
+  /** What of a client its READDIR view depends on (VIEW_BY_* bits), computed on first READDIR. */
+  viewBy: number;
   /** When the directory was last read (Date.now()). */
   builtAt: number;
   /** Own changes begun and ended against this entry (see willChange). */
@@ -94,6 +96,8 @@ interface IndexEntry {
   ended: number;
   /** Moves on every in-place update: a listing computed across one is not kept. */
   version: number;
+  /** Unique per index and version: keys its views in the shared view cache. */
+  viewGen: number;
 }
 
 /** An own change in progress in a directory whose index was current when it began. */
@@ -126,9 +130,34 @@ interface TaggedComponent {
 export interface RemapperOptions {
   /** Directories whose tag index is kept (default 8192). */
   maxIndexes?: number;
+  /** Entries of per-client READDIR views kept in all directories (default 262,144). */
+  maxViewEntries?: number;
 }
 
-const VIEW_LIMIT = 256;
+/** What a client's view of a directory can differ by: only the kinds of variants it has. */
+const VIEW_BY_IP = 1;
+const VIEW_BY_HOST = 2;
+const VIEW_BY_UID = 4;
+const VIEW_BY_GID = 8;
+const VIEW_BY_UNKNOWN = -1;
+
+/**
+ * Which parts of a client decide what it sees in a directory with this index. A listing shows
+ * what each base name resolves to for reading; markers (CREATE/ALWAYS/COW) and `$$CLIENT$$`
+ * variants read the same for every client, so only IP/subnet, HOST/host-prefix, UID and GID
+ * variants split views. Keying views by just these keeps a node that changes its AUTH_SYS uid
+ * on every READDIR to one view where no UID/GID variant exists.
+ */
+function viewByOf(index: TagIndex): number {
+  let by = 0;
+  for (const g of index.groups.values()) {
+    if (g.byIp !== null || g.subnets !== null) by |= VIEW_BY_IP;
+    if (g.byHost !== null || g.hostPrefixes !== null) by |= VIEW_BY_HOST;
+    if (g.byUid !== null) by |= VIEW_BY_UID;
+    if (g.byGid !== null) by |= VIEW_BY_GID;
+  }
+  return by;
+}
 
 /** Beyond this age an index is read again on the next change rather than updated (see Cost). */
 const MAX_UPDATED_AGE_MS = 60_000;
@@ -159,9 +188,11 @@ function isCowMarker(name: string | null): boolean {
   return name !== null && name.includes('$$') && parseEntryName(name)?.tag.kind === 'cow';
 }
 
-function viewKey(c: ClientView): string {
-  return `${c.ip}|${c.host ?? ''}|${c.uid}|${c.gid}`;
+function viewKey(gen: number, by: number, c: ClientView): string {
+  return `${gen}|${by & VIEW_BY_IP ? c.ip : ''}|${by & VIEW_BY_HOST ? (c.host ?? '') : ''}|${by & VIEW_BY_UID ? c.uid : ''}|${by & VIEW_BY_GID ? c.gid : ''}`;
 }
+
+let nextViewGen = 1;
 
 export class Remapper {
   readonly stats: RemapStats;
@@ -171,12 +202,21 @@ export class Remapper {
   private readonly scopes = new WeakMap<object, Map<string, Scope>>();
   private readonly building = new Map<number, { store: ExportStore; mtimeMs: number; ctimeMs: number; entry: Promise<IndexEntry> }>();
   private readonly maxIndexes: number;
+  /** READDIR views of every directory, bounded by their entries in all, not just their number. */
+  private readonly views: LRUCache<string, ViewEntry[]>;
 
   constructor(opts: RemapperOptions = {}) {
     this.maxIndexes = opts.maxIndexes ?? 8192;
+    const maxViewEntries = Math.max(1, opts.maxViewEntries ?? 262_144);
+    // A view larger than the whole bound is served once, not kept.
+    this.views = new LRUCache<string, ViewEntry[]>({ max: 65_536, maxSize: maxViewEntries, sizeCalculation: (v) => Math.max(1, v.length) });
+    const views = this.views;
     const rules = Object.fromEntries(RULES.map((r) => [r, 0])) as Record<Rule, number>;
     const indexStats = { hits: 0, misses: 0, evictions: 0, size: 0, builds: 0, updates: 0 };
-    this.stats = { index: indexStats, rules, copyUps: 0, refusedHandles: 0 };
+    const viewStats = {};
+    Object.defineProperty(viewStats, 'size', { enumerable: true, get: () => views.size });
+    Object.defineProperty(viewStats, 'entries', { enumerable: true, get: () => views.calculatedSize });
+    this.stats = { index: indexStats, rules, copyUps: 0, refusedHandles: 0, views: viewStats as RemapStats['views'] };
     this.indexes = new LRUCache<number, IndexEntry>({
       max: this.maxIndexes,
       dispose: (_v, _k, reason) => {
@@ -259,7 +299,7 @@ export class Remapper {
     const builtAt = Date.now();
     const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
     this.stats.index.builds++;
-    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map(), builtAt, begun: 0, ended: 0, version: 0 };
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, viewBy: VIEW_BY_UNKNOWN, builtAt, begun: 0, ended: 0, version: 0, viewGen: nextViewGen++ };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
@@ -304,7 +344,9 @@ export class Remapper {
     e.mtimeMs = after.mtimeMs;
     e.ctimeMs = after.ctimeMs;
     e.version++;
-    e.views.clear();
+    // Views of the index as it was age out of the view cache; none is served again.
+    e.viewGen = nextViewGen++;
+    e.viewBy = VIEW_BY_UNKNOWN;
     this.stats.index.updates++;
     if (isCowMarker(removed) || isCowMarker(added)) this.noteCow(this.state(e.store), change.rel, e.index);
   }
@@ -406,8 +448,10 @@ export class Remapper {
     if (scope === null) return (await store.listing(dir)).entries;
     const entry = await this.indexOf(store, dir);
     if (!entry.index.tagged) return (await store.listing(dir)).entries;
-    const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
-    let view = entry.views.get(key);
+    if (entry.viewBy === VIEW_BY_UNKNOWN) entry.viewBy = viewByOf(entry.index);
+    const own = viewKey(entry.viewGen, entry.viewBy, client!);
+    const key = scope === 'all' ? own : `${own}|${[...scope].join('/')}`;
+    let view = this.views.get(key);
     if (view !== undefined) return view;
     const version = entry.version;
     const byName = new Map<string, ListingEntry>();
@@ -429,8 +473,7 @@ export class Remapper {
     orderCookies(view);
     // An own change while the listing was read: this view may miss its name; serve it once.
     if (entry.version !== version) return view;
-    if (entry.views.size >= VIEW_LIMIT) entry.views.clear();
-    entry.views.set(key, view);
+    this.views.set(key, view);
     return view;
   }
 

@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NfsStat } from '../../src/nfs/constants.js';
+import { Remapper } from '../../src/remap/remapper.js';
+import { clientView } from '../../src/remap/resolve.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { fsCallCounts } from '../../src/store/fsops.js';
 import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
@@ -36,6 +38,14 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(root, 'bigtagged', 'f1$$IP=127.0.0.11$$'), 'mine\n');
   // /tmp of a cluster: every node's files are its own variants.
   fs.writeFileSync(path.join(root, 'tmp', '$$CREATE=IP$$'), '');
+  for (const d of ['ipviews', 'uidviews']) {
+    fs.mkdirSync(path.join(root, d));
+    for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(root, d, `e${i}`), '');
+  }
+  fs.writeFileSync(path.join(root, 'ipviews', 'e1$$IP=127.0.0.11$$'), '');
+  fs.writeFileSync(path.join(root, 'ipviews', 'e2$$CLIENT$$'), '');
+  fs.writeFileSync(path.join(root, 'ipviews', 'e3$$COW=IP$$'), '');
+  fs.writeFileSync(path.join(root, 'uidviews', 'e1$$UID=1000$$'), '');
   const exports = parseExports(`${root} 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`, 'remap-cost');
   server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, hostsFiles: [] });
   node = await mountSession(server, root, { localAddress: '127.0.0.11' });
@@ -113,5 +123,51 @@ describe('a create and a lookup in a 20,000-entry directory', () => {
     const made = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? other : node).nfs.create(i % 2 ? odir : dir, `par${i}`)));
     for (const m of made) expect(m.status).toBe(NfsStat.OK);
     for (let i = 0; i < 20; i++) expect((await node.nfs.lookup(dir, `par${i}`)).status, `par${i}`).toBe(NfsStat.OK);
+  });
+});
+
+describe('per-client READDIR views', () => {
+  async function listAs(uid: number, rel: string): Promise<Map<string, number>> {
+    node.rpc.setAuth({ uid, gid: uid });
+    try {
+      const r = await node.nfs.readdirplusAll(await fhOf(node, rel));
+      expect(r.status).toBe(NfsStat.OK);
+      return new Map(r.entries.map((e) => [e.name, e.fileid]));
+    } finally {
+      node.rpc.setAuth(null);
+    }
+  }
+
+  it('a node changing its uid on every READDIR of a directory without UID/GID variants makes one view', async () => {
+    const views = server.remapper.stats.views;
+    const before = views.size;
+    let first: Map<string, number> | null = null;
+    for (let uid = 1; uid <= 60; uid++) {
+      const seen = await listAs(uid, 'ipviews');
+      first ??= seen;
+      expect(seen).toEqual(first);
+    }
+    expect(first!.has('e1')).toBe(true);
+    expect([...first!.keys()].some((n) => n.includes('$$'))).toBe(false);
+    expect(views.size - before).toBe(1);
+  });
+
+  it('a directory with UID variants still shows each uid its own', async () => {
+    const mine = await listAs(1000, 'uidviews');
+    const others = await listAs(1001, 'uidviews');
+    expect(mine.get('e1')).toBe(fs.lstatSync(path.join(root, 'uidviews', 'e1$$UID=1000$$')).ino);
+    expect(others.get('e1')).toBe(fs.lstatSync(path.join(root, 'uidviews', 'e1')).ino);
+  });
+
+  it('views are bounded by their entries in all, not only by their number', async () => {
+    const store = server.stores[0];
+    const remapper = new Remapper({ maxViewEntries: 100 });
+    const dir = await store.lookup(await store.rootNode(), 'uidviews');
+    for (let uid = 0; uid < 50; uid++) {
+      const seen = await remapper.listing(store, { cluster: true }, dir, clientView('127.0.0.11', null, uid, uid));
+      expect(seen.length).toBe(32);
+    }
+    expect(remapper.stats.views.entries).toBeGreaterThan(0);
+    expect(remapper.stats.views.entries).toBeLessThanOrEqual(100);
   });
 });
