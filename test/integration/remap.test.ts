@@ -153,6 +153,27 @@ describe('three nodes, one export', () => {
   });
 });
 
+describe('MNT of a subdirectory', () => {
+  async function mountedFile(ip: string, dir: string): Promise<string> {
+    const s = await mountSession(server, `${root}/${dir}`, { localAddress: ip });
+    try {
+      return await cat(s, 'file');
+    } finally {
+      await s.close();
+    }
+  }
+
+  it('resolves each component as the node\'s LOOKUPs would; an admin gets the raw names', async () => {
+    // 127.0.0.11 has srv$$IP=127.0.0.11$$; 127.0.0.12 has no variant and gets the master.
+    expect(await mountedFile('127.0.0.11', 'srv/data')).toBe('srv of 11\n');
+    expect(await mountedFile('127.0.0.12', 'srv/data')).toBe('shared srv\n');
+    expect(await mountedFile('127.0.0.1', 'srv/data')).toBe('shared srv\n');
+    expect(await mountedFile('127.0.0.1', 'srv$$IP=127.0.0.11$$/data')).toBe('srv of 11\n');
+    // A raw tagged path is no way around remapping for a node.
+    await expect(mountSession(server, `${root}/srv$$IP=127.0.0.11$$/data`, { localAddress: '127.0.0.12' })).rejects.toMatchObject({ mountStatus: 2 });
+  });
+});
+
 describe('isolation: no node reaches another\'s variants', () => {
   it('raw tagged names are NOENT to look up and ACCES to create or rename to', async () => {
     const etc = await fhOf(nodes[0], 'etc');
