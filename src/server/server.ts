@@ -131,6 +131,7 @@ export class ClusterNfsServer {
     const nfsProgram = nfs.program();
     metrics.registerCache('tags', remapper.stats.index);
     metrics.registerRemapStats(() => remapper.stats.rules);
+    metrics.registerRemapEvents(remapper.stats);
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
     const mountProgram = new MountProgram({

@@ -13,6 +13,7 @@ import { Nfs3Client } from '../../src/client/nfs3-client.js';
 import { RpcClient } from '../../src/client/rpc-client.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { parsePromText } from '../helpers/prom-text.js';
 
 let work: string;
 let root: string;
@@ -77,7 +78,7 @@ beforeAll(async () => {
     `${root} 127.0.0.1(rw,no_root_squash,insecure,cluster,cluster_admin) 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`,
     'remap-test',
   );
-  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, hostsFiles: [path.join(work, 'hosts')] });
+  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, metricsPort: 0, hostsFiles: [path.join(work, 'hosts')] });
   for (const ip of NODE_IPS) nodes.push(await mountSession(server, root, { localAddress: ip }));
   admin = await mountSession(server, root, { localAddress: '127.0.0.1' });
   other = await mountSession(server, root, { localAddress: '127.0.0.14' });
@@ -373,5 +374,13 @@ describe('writes under markers', () => {
     expect(st.index.size).toBeGreaterThan(0);
     expect(st.copyUps).toBe(3);
     expect(st.refusedHandles).toBeGreaterThan(0);
+  });
+
+  it('serves copy-ups and refused variant handles on /metrics', async () => {
+    const res = await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`);
+    const m = parsePromText(await res.text());
+    expect(m.get('clusternfs_remap_copy_ups_total', {})).toBe(server.remapper.stats.copyUps);
+    expect(m.get('clusternfs_remap_refused_handles_total', {})).toBe(server.remapper.stats.refusedHandles);
+    expect(server.remapper.stats.refusedHandles).toBeGreaterThan(0);
   });
 });
