@@ -593,7 +593,7 @@ export class NfsProgram {
       const guard = how === CreateMode.UNCHECKED ? 'unchecked' : how === CreateMode.GUARDED ? 'guarded' : 'exclusive';
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
       const change = this.remap.willChange(d.exp.store, d.node);
-      const created = await d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id);
+      const created = await this.remap.during(change, d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id));
       let node = created.node;
       if (created.existed && !mayWriteData(node.stats, d.id) && attrs?.size !== null && attrs?.size !== undefined) {
         throw new NfsError(NfsStat.ACCES, 'no write permission to truncate');
@@ -627,7 +627,7 @@ export class NfsProgram {
       checkNewName(name);
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
       const change = this.remap.willChange(d.exp.store, d.node);
-      const node = await d.exp.store.mkdir(d.node, target, attrs.mode ?? 0o755, d.id);
+      const node = await this.remap.during(change, d.exp.store.mkdir(d.node, target, attrs.mode ?? 0o755, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
       this.remap.changed(change, dirAfter.stats, null, target);
       this.replyCreated(call, d, node, dirAfter.stats);
@@ -649,7 +649,7 @@ export class NfsProgram {
       if (target.length === 0 || target.includes(0)) throw new NfsError(NfsStat.INVAL, 'empty symlink target or NUL in it');
       const made = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
       const change = this.remap.willChange(d.exp.store, d.node);
-      const node = await d.exp.store.symlink(d.node, made, target, d.id);
+      const node = await this.remap.during(change, d.exp.store.symlink(d.node, made, target, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
       this.remap.changed(change, dirAfter.stats, null, made);
       this.replyCreated(call, d, node, dirAfter.stats);
@@ -683,7 +683,7 @@ export class NfsProgram {
       const kind = type === FType.CHR ? 'chr' : type === FType.BLK ? 'blk' : type === FType.FIFO ? 'fifo' : 'sock';
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
       const change = this.remap.willChange(d.exp.store, d.node);
-      const node = await d.exp.store.mknod(d.node, target, kind, attrs.mode ?? 0o644, major, minor, d.id);
+      const node = await this.remap.during(change, d.exp.store.mknod(d.node, target, kind, attrs.mode ?? 0o644, major, minor, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
       this.remap.changed(change, dirAfter.stats, null, target);
       this.replyCreated(call, d, node, dirAfter.stats);
@@ -709,8 +709,7 @@ export class NfsProgram {
       if (!directory && child.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'REMOVE of a directory');
       if (stickyForbids(d.node.stats, child.stats, d.id)) throw new NfsError(NfsStat.PERM, 'sticky directory');
       const change = this.remap.willChange(d.exp.store, d.node);
-      if (directory) await d.exp.store.rmdir(d.node, child);
-      else await d.exp.store.remove(d.node, child);
+      await this.remap.during(change, directory ? d.exp.store.rmdir(d.node, child) : d.exp.store.remove(d.node, child));
       const dirAfter = await d.exp.store.restat(d.node);
       this.remap.changed(change, dirAfter.stats, raw, null);
       this.replyWcc(call, dirStats, dirAfter.stats, d.exp.fsid);
@@ -746,7 +745,7 @@ export class NfsProgram {
       const noop = replaced !== null && replaced.ino === source.ino;
       const fromChange = noop ? null : this.remap.willChange(from.exp.store, from.node);
       const toChange = sameDir || noop ? null : this.remap.willChange(to.exp.store, to.node);
-      await from.exp.store.rename(from.node, rawFrom, source, to.node, rawTo, replaced);
+      await this.remap.during(fromChange, this.remap.during(toChange, from.exp.store.rename(from.node, rawFrom, source, to.node, rawTo, replaced)));
       const fromAfter = await from.exp.store.restat(from.node);
       const toAfter = sameDir ? fromAfter : await to.exp.store.restat(to.node);
       this.remap.changed(fromChange, fromAfter.stats, rawFrom, sameDir ? rawTo : null);
@@ -776,7 +775,7 @@ export class NfsProgram {
       // client's copy instead (made now, as the first change of the master).
       t = await this.changing(t);
       const change = this.remap.willChange(d.exp.store, d.node);
-      const after = this.remap.keepFileid(t.node, await d.exp.store.link(t.node, d.node, made));
+      const after = this.remap.keepFileid(t.node, await this.remap.during(change, d.exp.store.link(t.node, d.node, made)));
       const dirAfter = await d.exp.store.restat(d.node);
       this.remap.changed(change, dirAfter.stats, null, made);
       const w = call.beginReply(300);

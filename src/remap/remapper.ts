@@ -21,8 +21,8 @@
  * - `beforeChange(...)`: for WRITE/SETATTR once allowed: the first change of a COW master copies
  *   it up (copy-on-write) and goes to the copy; `keepFileid` keeps the handle's fileid on the
  *   fresh attributes of the copy.
- * - `willChange(store, dir)` / `changed(token, dirAfter, removed, added)`: around our own change of a
- *   directory's entries (CREATE, MKDIR, SYMLINK, MKNOD, LINK, REMOVE, RMDIR, RENAME), so the
+ * - `willChange(store, dir)`, `during(token, op)`, `changed(token, dirAfter, removed, added)`:
+ *   around our own change of a directory's entries (CREATE, MKDIR, SYMLINK, MKNOD, LINK, REMOVE, RMDIR, RENAME), so the
  *   directory's tag index follows the change instead of being read again.
  * - `stats`: tag-index cache hits/misses/evictions/size, full builds and own-change updates,
  *   resolutions by rule, copy-ups, refused variant handles; plain numbers for the metrics code.
@@ -324,11 +324,26 @@ export class Remapper {
   }
 
   /**
+   * `op`, our own change begun with willChange(), as it is; when it fails the index stays valid
+   * for the attributes from before it (if the change happened anyway, they moved and the index is
+   * read again), unless another own change overlapped it.
+   */
+  during<T>(change: DirChange | null, op: Promise<T>): Promise<T> {
+    if (change === null) return op;
+    return op.catch((err: unknown) => {
+      const e = change.entry;
+      e.ended++;
+      if (this.indexes.peek(change.ino) === e && (change.seq !== e.begun || e.ended !== e.begun)) this.indexes.delete(change.ino);
+      throw err;
+    });
+  }
+
+  /**
    * After our own change succeeded: entry `removed` went, `added` came (either may be null),
    * `after` are the directory's attributes now. The index follows the change and is valid for
    * `after` only when no other own change overlapped this one (else its names could be missing
-   * from the index while its mtime is already counted): overlapping or failed changes (a token
-   * never ended) drop the index, and the next call reads the directory.
+   * from the index while its mtime is already counted): overlapping changes, or a token never
+   * ended (a failure after the change), drop the index, and the next call reads the directory.
    */
   changed(change: DirChange | null, after: fs.Stats, removed: string | null, added: string | null): void {
     if (change === null) return;
@@ -653,6 +668,9 @@ export class Remapper {
       });
     } finally {
       if (node !== null) await store.remove(dir, node).catch((err: unknown) => log.warn({ dir: dir.rel, temp, err }, 'copy-on-write: the scratch copy stays behind'));
+      // These changes were made without willChange(): an own change in this directory running
+      // meanwhile (LINK of this very copy) must not re-validate an index that lacks them.
+      if (this.indexes.peek(dir.ino)?.store === store) this.indexes.delete(dir.ino);
     }
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');

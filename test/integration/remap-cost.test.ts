@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NfsStat } from '../../src/nfs/constants.js';
+import { CreateMode, NfsStat } from '../../src/nfs/constants.js';
 import { Remapper } from '../../src/remap/remapper.js';
 import { clientView } from '../../src/remap/resolve.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
@@ -99,6 +99,17 @@ describe('a create and a lookup in a 20,000-entry directory', () => {
     const mine = await node.nfs.lookup(await fhOf(node, 'tmp'), 'new2');
     const theirs = await other.nfs.lookup(dir, 'new2');
     expect(mine.fh).not.toEqual(theirs.fh);
+  });
+
+  it('a create that fails (EXIST) keeps the index; the next create updates it', async () => {
+    const dir = await fhOf(node, 'bigtagged');
+    expect((await node.nfs.lookup(dir, 'f3')).status).toBe(NfsStat.OK);
+    const idx = server.remapper.stats.index;
+    const builds = idx.builds;
+    expect((await node.nfs.create(dir, 'f3', {}, CreateMode.GUARDED)).status).toBe(NfsStat.EXIST);
+    expect((await node.nfs.create(dir, 'afterfail')).status).toBe(NfsStat.OK);
+    expect((await node.nfs.lookup(dir, 'afterfail')).status).toBe(NfsStat.OK);
+    expect(idx.builds).toBe(builds);
   });
 
   it('a change behind our back reads the directory again', async () => {
