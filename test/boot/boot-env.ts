@@ -25,18 +25,26 @@ export interface BootImages {
   buildSeconds: Record<string, number>;
 }
 
-/** Builds what is missing (minutes on a fresh machine, a second when cached) and says where it is. */
-export function prepareImages(): BootImages {
-  const r = spawnSync('bash', [path.join(HERE, 'prepare-images.sh'), IMAGE_CACHE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 25 * 60_000 });
-  if (r.status !== 0) throw new Error(`prepare-images.sh failed (status ${r.status}, signal ${r.signal})`);
+/**
+ * Builds what is missing (minutes on a fresh machine, a second when cached) and says where it is.
+ * Asynchronous: a worker blocked for minutes loses its RPC channel to the vitest main process.
+ */
+export async function prepareImages(): Promise<BootImages> {
+  const child = spawn('bash', [path.join(HERE, 'prepare-images.sh'), IMAGE_CACHE], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGTERM'), 25 * 60_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once('exit', (c, s) => resolve([c, s])));
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`prepare-images.sh failed (status ${code}, signal ${signal})`);
   const kv = new Map<string, string>();
-  for (const line of r.stdout.split('\n')) {
+  for (const line of stdout.split('\n')) {
     const eq = line.indexOf('=');
     if (eq > 0) kv.set(line.slice(0, eq), line.slice(eq + 1));
   }
   const need = (k: string) => {
     const v = kv.get(k);
-    if (v === undefined) throw new Error(`prepare-images.sh did not print ${k}:\n${r.stdout}`);
+    if (v === undefined) throw new Error(`prepare-images.sh did not print ${k}:\n${stdout}`);
     return v;
   };
   const buildSeconds: Record<string, number> = {};

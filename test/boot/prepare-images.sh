@@ -22,6 +22,10 @@ ROOT_VERSION=1
 
 mkdir -p "$CACHE"
 log() { echo "prepare-images: $*" >&2; }
+# Leftovers of interrupted builds (never used, as they were never renamed into place).
+find "$CACHE" -mindepth 1 -maxdepth 1 -name '.*' -mmin +120 -exec rm -rf {} +
+# Puts a finished part in place; when a concurrent run got there first, its copy is as good.
+publish() { mv -T "$1" "$2" 2>/dev/null || { [ -d "$2" ] && rm -rf "$1"; }; }
 
 # The Debian archive apt uses on this machine (deb822 .sources first, then one-line lists); the
 # test never names a mirror itself.
@@ -62,7 +66,7 @@ if [ ! -d "$kernel_dir" ]; then
   # The package leaves modules.dep to its postinst (depmod); busybox's depmod writes it here.
   busybox depmod -b "$tmp/pkg" "$(ls "$tmp/pkg/lib/modules")"
   echo "seconds_kernel=$(elapsed "$t")" >"$tmp/build-times"
-  mv -T "$tmp" "$kernel_dir"
+  publish "$tmp" "$kernel_dir"
   log "kernel ready in $(elapsed "$t") s"
 fi
 release=$(ls "$kernel_dir/pkg/lib/modules" | head -n1)
@@ -102,7 +106,7 @@ if [ ! -d "$root_dir" ]; then
   mv "$tmp/tree/initrd-tools.img" "$tmp/initrd-tools.img"
   rm -rf "$tmp/tree/lib/modules" "$tmp/tree/boot/config-$release"
   echo "seconds_mkinitramfs=$(elapsed "$t")" >>"$tmp/build-times"
-  mv -T "$tmp" "$root_dir"
+  publish "$tmp" "$root_dir"
   log "root and its initramfs-tools initramfs ready in $(elapsed "$t_root") s"
 fi
 
