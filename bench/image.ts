@@ -3,7 +3,7 @@
  * what the boot traces read (same paths, sizes that satisfy their READs, symlinks where they
  * READLINK), a few thousand filler files with sizes drawn like a Debian /usr, one tagged
  * etc/hostname$$IP=<node>$$ per simulated node, a plain directory to compare remapped LOOKUPs
- * with, a large file for streaming reads, and (full run) a million empty files for the memory test.
+ * with, and a large file for streaming reads; and, apart, a million empty files for the memory test.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,8 +15,6 @@ export interface ImageOptions {
   nodeAddresses: string[];
   fillerFiles: number;
   bigFileBytes: number;
-  /** Files in mem/ for the attribute-cache memory test (0: none). */
-  manyFiles: number;
 }
 
 export interface Image {
@@ -29,8 +27,6 @@ export interface Image {
   remapDir: string;
   plainDir: string;
   remapName: string;
-  manyDirs: string[];
-  filesPerManyDir: number;
   bytes: number;
   files: number;
 }
@@ -156,20 +152,27 @@ export function generateImage(o: ImageOptions): Image {
   const writeDir = 'bench/writes';
   w.dir(writeDir);
 
-  const manyDirs: string[] = [];
-  const perDir = 1000;
-  if (o.manyFiles > 0) {
-    const ndirs = Math.ceil(o.manyFiles / perDir);
-    const empty = Buffer.alloc(0);
-    for (let d = 0; d < ndirs; d++) {
-      const dir = `mem/d${String(d).padStart(4, '0')}`;
-      fs.mkdirSync(w.abs(dir), { recursive: true });
-      for (let f = 0; f < perDir; f++) fs.writeFileSync(w.abs(`${dir}/f${f}`), empty);
-      manyDirs.push(dir);
-    }
-  }
-
   // The working set: libraries and binaries a node keeps open, traced ones first.
   const workingSet = [...traced.filter((p) => p.startsWith('usr/')), ...filler.filter((p) => !p.startsWith('usr/share'))].slice(0, 256);
-  return { root: o.root, workingSet, bigFile, writeDir, remapDir, plainDir, remapName: 'hostname', manyDirs, filesPerManyDir: perDir, bytes: w.bytes, files: w.files };
+  return { root: o.root, workingSet, bigFile, writeDir, remapDir, plainDir, remapName: 'hostname', bytes: w.bytes, files: w.files };
+}
+
+/**
+ * A tree of `files` empty files, 1,000 per directory, for the memory test: a separate export,
+ * so the other workloads' servers never carry it.
+ */
+export async function generateManyFiles(root: string, files: number): Promise<{ root: string; dirs: string[]; filesPerDir: number }> {
+  fs.rmSync(root, { recursive: true, force: true });
+  const perDir = 1000;
+  const dirs: string[] = [];
+  const empty = Buffer.alloc(0);
+  for (let d = 0; d < Math.ceil(files / perDir); d++) {
+    const dir = `d${String(d).padStart(4, '0')}`;
+    fs.mkdirSync(path.join(root, dir), { recursive: true });
+    for (let f = 0; f < perDir; f++) fs.writeFileSync(path.join(root, dir, `f${f}`), empty);
+    dirs.push(dir);
+    // A million files take minutes: let Ctrl-C in between directories.
+    await new Promise((r) => setImmediate(r));
+  }
+  return { root, dirs, filesPerDir: perDir };
 }

@@ -62,6 +62,11 @@ export abstract class ServerUnderTest {
     destroyNetns(this.ns);
   }
 
+  /** null while the server runs; else how it ended and its last log lines. */
+  exitStatus(): string | null {
+    return this.child === null ? null : this.exited();
+  }
+
   protected exited(): string | null {
     const c = this.child!;
     if (c.exitCode === null && c.signalCode === null) return null;

@@ -35,6 +35,15 @@ function decodeReadCount(r: XdrReader): number {
   return r.u32();
 }
 
+/** Trace procedures whose only argument is the object's handle. */
+const HANDLE_ONLY: Record<string, (nfs: Nfs3Client, fh: Buffer) => Promise<{ status: number }>> = {
+  GETATTR: (nfs, fh) => nfs.getattr(fh),
+  FSINFO: (nfs, fh) => nfs.fsinfo(fh),
+  FSSTAT: (nfs, fh) => nfs.fsstat(fh),
+  PATHCONF: (nfs, fh) => nfs.pathconf(fh),
+  READLINK: (nfs, fh) => nfs.readlink(fh),
+};
+
 const now = () => performance.now();
 const wallMs = () => performance.timeOrigin + performance.now();
 
@@ -367,21 +376,6 @@ class Run {
           case 'NULL':
             await n.nfs.null();
             break;
-          case 'GETATTR':
-            status = (await n.nfs.getattr(h)).status;
-            break;
-          case 'FSINFO':
-            status = (await n.nfs.fsinfo(h)).status;
-            break;
-          case 'FSSTAT':
-            status = (await n.nfs.fsstat(h)).status;
-            break;
-          case 'PATHCONF':
-            status = (await n.nfs.pathconf(h)).status;
-            break;
-          case 'READLINK':
-            status = (await n.nfs.readlink(h)).status;
-            break;
           case 'ACCESS':
             status = (await n.nfs.access(h, c.access!)).status;
             break;
@@ -401,9 +395,14 @@ class Run {
             else st.bytes += got;
             break;
           }
-          default:
-            st.skipped++;
-            continue;
+          default: {
+            const byHandle = HANDLE_ONLY[c.proc];
+            if (byHandle === undefined) {
+              st.skipped++;
+              continue;
+            }
+            status = (await byHandle(n.nfs, h)).status;
+          }
         }
         st.ops++;
         st.hist.record((now() - t0) * 1000);

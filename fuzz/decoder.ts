@@ -178,7 +178,7 @@ export async function runDecoder(opts: { seconds: number; seed: number; corpusDi
     for (const script of result) {
       let ours = ourScripts.get(script.scriptId);
       if (ours === undefined) {
-        ours = /\/(src|dist\/src)\/(rpc|nfs|mount|store)\//.test(script.url);
+        ours = /\/(src|dist\/src)\/(rpc|nfs|mount|store|remap|cache)\//.test(script.url);
         ourScripts.set(script.scriptId, ours);
       }
       if (!ours) continue;

@@ -34,7 +34,8 @@ export const DEFAULT_LIMITS: Readonly<ServerLimits> = Object.freeze({
   // A 1 MiB WRITE plus headers; the kernel client never sends more than wsize + a few hundred bytes.
   maxRecordBytes: 1024 * 1024 + 64 * 1024,
   maxFragments: 64,
-  maxCallsPerConnection: 64,
+  // A Linux client booting through systemd keeps more than 64 calls in flight on its one connection.
+  maxCallsPerConnection: 256,
   maxUnsentBytesPerConnection: 4 * 1024 * 1024,
   maxConnections: 4096,
   maxConnectionsPerClient: 64,

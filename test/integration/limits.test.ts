@@ -14,6 +14,7 @@ import { NFS_PROGRAM, NfsStat } from '../../src/nfs/constants.js';
 import { lastFragmentHeader } from '../../src/rpc/record.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { mountSession, quickExport, type Session } from '../helpers/inproc-server.js';
+import { ServerProcess } from '../helpers/server-process.js';
 
 const LIMITS = {
   maxRecordBytes: 4096,
@@ -91,7 +92,7 @@ function nullCall(xid: number): Buffer {
 }
 
 /** Opens a raw connection from `localAddress`; resolves once connected. */
-function rawConnect(localAddress = '127.0.0.1', srv = server): Promise<net.Socket> {
+function rawConnect(localAddress = '127.0.0.1', srv: { ports: { nfs: number } } = server): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ port: srv.ports.nfs, host: '127.0.0.1', localAddress });
     sock.once('connect', () => resolve(sock));
@@ -266,5 +267,33 @@ describe('timeouts', () => {
     clearInterval(trickle);
     expect(after).toBeGreaterThanOrEqual(0);
     expect(i).toBeLessThan(call.length - 1);
+  });
+});
+
+describe('flags', () => {
+  it('the limit flags of clusternfs serve reach the transports', async () => {
+    const port = 22000 + Math.floor(Math.random() * 20000);
+    const proc = await ServerProcess.startOnHost([
+      work, '--bind', '127.0.0.1', '--nfs-port', String(port), '--mount-port', String(port + 1), '--no-portmap',
+      '--state-dir', path.join(work, '.state'), '--max-connections-per-client', '1', '--max-record-bytes', '100',
+    ]);
+    try {
+      const target = { ports: { nfs: port } };
+      const first = await rawConnect('127.0.2.1', target);
+      const second = await rawConnect('127.0.2.1', target);
+      expect(await closedWithin(second, 3000)).toBeGreaterThanOrEqual(0);
+      // The first connection is served, until it sends a record over 100 bytes.
+      const reply = await new Promise<Buffer>((resolve) => {
+        first.once('data', resolve);
+        first.write(nullCall(0x42));
+      });
+      expect(reply.readUInt32BE(4)).toBe(0x42);
+      const hdr = Buffer.alloc(4);
+      hdr.writeUInt32BE(lastFragmentHeader(101));
+      first.write(hdr);
+      expect(await closedWithin(first, 3000)).toBeGreaterThanOrEqual(0);
+    } finally {
+      await proc.stop();
+    }
   });
 });
