@@ -13,7 +13,7 @@ import { Remapper } from '../../src/remap/remapper.js';
 import { clientView } from '../../src/remap/resolve.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { fsCallCounts } from '../../src/store/fsops.js';
-import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
 
 const BIG = 20_000;
 let work: string;
@@ -21,12 +21,6 @@ let root: string;
 let server: ClusterNfsServer;
 let node: Session;
 let other: Session;
-
-async function fhOf(s: Session, rel: string): Promise<Buffer> {
-  const r = await s.nfs.lookupPath(s.root, rel);
-  expect(r.status, rel).toBe(NfsStat.OK);
-  return r.fh!;
-}
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-remap-cost-'));

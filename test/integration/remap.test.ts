@@ -12,7 +12,7 @@ import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
 import { Nfs3Client } from '../../src/client/nfs3-client.js';
 import { RpcClient } from '../../src/client/rpc-client.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
 import { parsePromText } from '../helpers/prom-text.js';
 
 let work: string;
@@ -29,12 +29,6 @@ function put(rel: string, content: string, mode = 0o644): void {
   fs.mkdirSync(path.dirname(p), { recursive: true });
   fs.writeFileSync(p, content, { mode });
   fs.chmodSync(p, mode);
-}
-
-async function fhOf(s: Session, rel: string): Promise<Buffer> {
-  const r = await s.nfs.lookupPath(s.root, rel);
-  expect(r.status, rel).toBe(NfsStat.OK);
-  return r.fh!;
 }
 
 async function cat(s: Session, rel: string): Promise<string> {
