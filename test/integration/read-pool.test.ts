@@ -165,6 +165,20 @@ describe('READ data from pooled buffers', () => {
     }
   });
 
+  it('pipelined READs over UDP, each in one datagram, are right byte for byte', async () => {
+    const udp = await mountSession(server, root, { transport: 'udp', localAddress: '127.0.35.10' });
+    try {
+      // 32 KiB is the UDP transfer size; smaller plans go through unchanged.
+      const list = plans(4242, 64).map((p) => ({ ...p, count: Math.min(p.count, 32 * 1024) }));
+      const reusedBefore = payloadPool.reused;
+      expect(await verifiedReads(udp.nfs, list)).toBeGreaterThan(0);
+      expect(await verifiedReads(udp.nfs, list)).toBeGreaterThan(0);
+      expect(payloadPool.reused).toBeGreaterThan(reusedBefore);
+    } finally {
+      await udp.close();
+    }
+  });
+
   it('connections that hang up in the middle of their 1 MiB replies do not corrupt the replies of others', async () => {
     const readers = [session];
     const hogs: net.Socket[] = [];
