@@ -63,7 +63,8 @@ export class PayloadPool {
     const cls = classOf(size);
     let ab = this.free[cls].pop();
     if (ab === undefined) {
-      ab = new ArrayBuffer(1 << (cls + MIN_SHIFT));
+      // Not new ArrayBuffer(): that zero-fills a MiB the read is about to overwrite.
+      ab = Buffer.allocUnsafeSlow(1 << (cls + MIN_SHIFT)).buffer as ArrayBuffer;
       this.created++;
     } else {
       this.idle -= ab.byteLength;
@@ -96,7 +97,9 @@ export class PayloadPool {
 }
 
 /**
- * The process's pool. While READs flow, most buffers are lent and come straight back to be lent
- * again, so the idle ones are few; 32 MiB caps a burst's leftovers, and a quiet second frees them.
+ * The process's pool. Clients that READ in lockstep lend out all their buffers at once and give
+ * them all back at once, so the idle cap must hold what they keep in flight together, or every
+ * round allocates again: with 64 nodes reading 1 MiB each a 32 MiB cap still made one buffer in
+ * six anew, 64 MiB none after the first round. A quiet second frees them all.
  */
-export const payloadPool = new PayloadPool(32 * 1024 * 1024, 1000);
+export const payloadPool = new PayloadPool(64 * 1024 * 1024, 1000);
