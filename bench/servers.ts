@@ -12,6 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { createNetns, destroyNetns } from './netns.js';
 import type { TargetInfo } from './protocol.js';
 
+/** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
+const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '..', 'src', 'cli', 'main.js');
 const WORKER = path.join(here, 'worker.js');
@@ -95,7 +98,7 @@ export class ClusterNfs extends ServerUnderTest {
   }
 
   static async start(root: string, stateDir: string, profileDir: string | null, registry: Set<ServerUnderTest>): Promise<ClusterNfs> {
-    const s = new ClusterNfs(createNetns('bench-cnfs'), root);
+    const s = new ClusterNfs(createNetns(`${NETNS_PREFIX}-cnfs`), root);
     registry.add(s);
     const prof = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
     const args = [...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
@@ -133,7 +136,7 @@ export class Ganesha extends ServerUnderTest {
   }
 
   static async start(root: string, workDir: string, registry: Set<ServerUnderTest>): Promise<Ganesha> {
-    const s = new Ganesha(createNetns('bench-gan'));
+    const s = new Ganesha(createNetns(`${NETNS_PREFIX}-gan`));
     registry.add(s);
     fs.mkdirSync(workDir, { recursive: true });
     const conf = path.join(workDir, 'ganesha.conf');

@@ -5,13 +5,13 @@
  * sees the old or the new file, never a half-written one.
  */
 import { randomBytes } from 'node:crypto';
-import type fs from 'node:fs';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Command } from 'commander';
 import { hasTag, parseTag, scratchName, taggedName, type Tag } from '../remap/tags.js';
-import { lchown, lutimes, rename, toFsPath } from '../store/fsops.js';
+import { rename, toFsPath } from '../store/fsops.js';
 import { copyEntry, emptyCounts, lstatOrNull, removeEntry } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
 import { HOST_NAME } from './nodes-file.js';
@@ -93,15 +93,29 @@ async function contentFromOptions(opts: TagOptions): Promise<Buffer | 'master'> 
   }
 }
 
-/** Writes `data` as a new file at `dest` with the master's mode and owner (if any). */
-async function writeNewFile(dest: string, data: Buffer, master: fs.Stats | null): Promise<void> {
+/**
+ * Writes `data` as a new file at `dest` with the master's mode and owner (if any). Owner, mode
+ * and times go through the descriptor the file was made with (O_EXCL|O_NOFOLLOW): a chmod() or
+ * chown() by path would follow a symlink someone swapped in at `dest` meanwhile (the directory
+ * may be a node's /tmp) and give /etc/shadow the master's mode. `onWritten` runs between the
+ * write and the metadata (tests swap the path there).
+ */
+export async function writeNewFile(dest: string, data: Buffer, master: fs.Stats | null, onWritten?: () => void): Promise<void> {
   const mode = master?.isFile() ? master.mode & 0o7777 : 0o644;
-  await fsp.writeFile(toFsPath(dest), data, { flag: 'wx', mode });
-  if (master?.isFile() && process.getuid?.() === 0) await lchown(dest, master.uid, master.gid);
-  // The umask may have narrowed the mode; chown may have cleared setuid bits.
-  await fsp.chmod(toFsPath(dest), mode);
-  const now = Date.now() / 1000;
-  await lutimes(dest, now, now);
+  const c = fs.constants;
+  // 0600 until the owner and mode are set: no one else reads it before they are.
+  const fh = await fsp.open(toFsPath(dest), c.O_WRONLY | c.O_CREAT | c.O_EXCL | c.O_NOFOLLOW, 0o600);
+  try {
+    await fh.writeFile(data);
+    onWritten?.();
+    if (master?.isFile() && process.getuid?.() === 0) await fh.chown(master.uid, master.gid);
+    // After chown, which clears setuid bits; the umask does not apply to fchmod.
+    await fh.chmod(mode);
+    const now = Date.now() / 1000;
+    await fh.utimes(now, now);
+  } finally {
+    await fh.close();
+  }
 }
 
 export async function tagCommand(pathArg: string, opts: TagOptions): Promise<void> {

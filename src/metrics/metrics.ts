@@ -92,6 +92,12 @@ function histogramValues(t: ProcTotals, name: string): ScrapedMetric['values'] {
 /** Anything with cache-like counters (the remap tag index exposes `size` rather than `entries`). */
 export type CacheLike = Pick<CacheCounters, 'hits' | 'misses' | 'evictions'> & { entries?: number; size?: number; invalidations?: number };
 
+/** Counters of the remap module (src/remap/remapper.ts RemapStats), read at scrape time. */
+export interface RemapEvents {
+  readonly copyUps: number;
+  readonly refusedHandles: number;
+}
+
 export interface MetricsOptions {
   /** Per-client request series for at most this many client addresses; 0 = none. */
   perClient?: number;
@@ -109,6 +115,7 @@ export class ServerMetrics implements CallObserver {
   private nfsReplies = 0;
   private readonly caches = new Map<string, CacheLike[]>();
   private remapStats: (() => Record<string, number>) | null = null;
+  private remapEvents: RemapEvents | null = null;
   private statusSource: StatusSource | null = null;
   private readonly perClient: number;
 
@@ -165,6 +172,11 @@ export class ServerMetrics implements CallObserver {
   /** Per-rule resolution counts of the remap module (`clusternfs_remap_resolutions_total{rule}`). */
   registerRemapStats(read: () => Record<string, number>): void {
     this.remapStats = read;
+  }
+
+  /** The remap module's copy-up and refused-handle counts, read at scrape time. */
+  registerRemapEvents(events: RemapEvents): void {
+    this.remapEvents = events;
   }
 
   /** What the status page shows besides the metrics themselves. */
@@ -230,6 +242,8 @@ export class ServerMetrics implements CallObserver {
     this.mirrored('clusternfs_remap_resolutions_total', 'Per-client remap resolutions, by rule', ['rule'], () =>
       Object.entries(this.remapStats?.() ?? {}).map(([rule, n]) => [{ rule }, n] as [Record<string, string>, number]),
     );
+    single('clusternfs_remap_copy_ups_total', 'COW masters copied to a client\'s variant on its first change', () => this.remapEvents?.copyUps ?? 0, 'counter');
+    single('clusternfs_remap_refused_handles_total', 'Variant handles refused (STALE) to clients that do not resolve to that variant', () => this.remapEvents?.refusedHandles ?? 0, 'counter');
     if (this.perClient > 0) {
       this.mirrored('clusternfs_client_requests_total', `RPC calls by client address (the ${this.perClient} busiest; --metrics-per-client)`, ['client'], () =>
         this.clients.all().slice(0, this.perClient).map((c) => [{ client: c.address }, c.calls] as [Record<string, string>, number]),

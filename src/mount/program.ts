@@ -20,7 +20,7 @@ import { AuthFlavor } from '../rpc/message.js';
 import type { Program, ProgramVersion, ProcedureSpec, RpcCall } from '../rpc/dispatch.js';
 import type { XdrWriter } from '../rpc/xdr.js';
 import { FHSIZE_V2, MNTPATHLEN, MOUNT_PROGRAM, MOUNT_V1, MOUNT_V3, MountStat } from './constants.js';
-import { isPrivilegedPort, type ExportEntry, type ExportTable } from './exports.js';
+import { isPrivilegedPort, type ExportEntry, type ExportOptions, type ExportTable } from './exports.js';
 
 const log = componentLogger('mount');
 
@@ -34,9 +34,18 @@ export interface MountDeps {
   exports: ExportTable;
   /**
    * The file handle of an export's root directory, or of the directory `below` it (path
-   * components, never '..'); null when that is not an existing directory.
+   * components, never '..') as `caller` would reach it by LOOKUPs (a cluster export remaps each
+   * component for that node); null when that is not an existing directory.
    */
-  rootHandle(entry: ExportEntry, below: readonly string[]): Promise<Buffer | null>;
+  rootHandle(entry: ExportEntry, below: readonly string[], caller: MountCaller): Promise<Buffer | null>;
+}
+
+/** Who sends the MNT: its address, AUTH_SYS uid/gid and the export's options for it. */
+export interface MountCaller {
+  address: string;
+  uid: number;
+  gid: number;
+  options: ExportOptions;
 }
 
 export interface MountProgramOptions {
@@ -56,7 +65,7 @@ export class MountProgram implements Program {
   readonly name = 'mount';
   readonly versions: ProgramVersion[];
   private exportTable: ExportTable;
-  private readonly rootHandle: (entry: ExportEntry, below: readonly string[]) => Promise<Buffer | null>;
+  private readonly rootHandle: MountDeps['rootHandle'];
   private readonly maxMountEntries: number;
   /** key host + '\0' + dir, insertion ordered (oldest first). */
   private readonly mountList = new Map<string, MountRecord>();
@@ -135,7 +144,7 @@ export class MountProgram implements Program {
     const dir = call.args.opaque(MNTPATHLEN).toString('utf8');
     const client = call.sink.address;
     const port = call.sink.port;
-    const result = await this.decide(dir, client, port);
+    const result = await this.decide(dir, client, port, call.cred.uid, call.cred.gid);
     let status: number = result.status;
     let handle = result.handle;
     if (handle !== null && version === 1 && handle.length > FHSIZE_V2) {
@@ -161,7 +170,7 @@ export class MountProgram implements Program {
     call.send();
   }
 
-  private async decide(dir: string, client: string, port: number): Promise<MntResult> {
+  private async decide(dir: string, client: string, port: number, uid: number, gid: number): Promise<MntResult> {
     const found = this.exportTable.findContaining(dir);
     const entry = found?.entry;
     if (found === undefined || entry === undefined) {
@@ -179,7 +188,7 @@ export class MountProgram implements Program {
     }
     let handle: Buffer | null;
     try {
-      handle = await this.rootHandle(entry, found.below);
+      handle = await this.rootHandle(entry, found.below, { address: client, uid, gid, options: opts });
     } catch (err) {
       log.error({ err, client, port, export: entry.path, result: 'SERVERFAULT' }, 'MNT failed: no root handle');
       return { status: MountStat.SERVERFAULT, handle: null };

@@ -592,7 +592,8 @@ export class NfsProgram {
       checkNewName(name);
       const guard = how === CreateMode.UNCHECKED ? 'unchecked' : how === CreateMode.GUARDED ? 'guarded' : 'exclusive';
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
-      const created = await d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id);
+      const change = this.remap.willChange(d.exp.store, d.node);
+      const created = await this.remap.during(change, d.exp.store.create(d.node, target, attrs?.mode ?? 0o644, guard, verf, d.id));
       let node = created.node;
       if (created.existed && !mayWriteData(node.stats, d.id) && attrs?.size !== null && attrs?.size !== undefined) {
         throw new NfsError(NfsStat.ACCES, 'no write permission to truncate');
@@ -608,6 +609,7 @@ export class NfsProgram {
         node = await d.exp.store.setattr(node, rest);
       }
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, null, target);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
       this.fail(call, err, dirStats);
@@ -624,8 +626,10 @@ export class NfsProgram {
       dirStats = d.node.stats;
       checkNewName(name);
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
-      const node = await d.exp.store.mkdir(d.node, target, attrs.mode ?? 0o755, d.id);
+      const change = this.remap.willChange(d.exp.store, d.node);
+      const node = await this.remap.during(change, d.exp.store.mkdir(d.node, target, attrs.mode ?? 0o755, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, null, target);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
       this.fail(call, err, dirStats);
@@ -644,8 +648,10 @@ export class NfsProgram {
       checkNewName(name);
       if (target.length === 0 || target.includes(0)) throw new NfsError(NfsStat.INVAL, 'empty symlink target or NUL in it');
       const made = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
-      const node = await d.exp.store.symlink(d.node, made, target, d.id);
+      const change = this.remap.willChange(d.exp.store, d.node);
+      const node = await this.remap.during(change, d.exp.store.symlink(d.node, made, target, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, null, made);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
       this.fail(call, err, dirStats);
@@ -676,8 +682,10 @@ export class NfsProgram {
       if ((type === FType.CHR || type === FType.BLK) && d.id.uid !== 0) throw new NfsError(NfsStat.PERM, 'only root makes device nodes');
       const kind = type === FType.CHR ? 'chr' : type === FType.BLK ? 'blk' : type === FType.FIFO ? 'fifo' : 'sock';
       const target = await this.remap.newName(d.exp.store, d.policy, d.node, name, d.client, 'create');
-      const node = await d.exp.store.mknod(d.node, target, kind, attrs.mode ?? 0o644, major, minor, d.id);
+      const change = this.remap.willChange(d.exp.store, d.node);
+      const node = await this.remap.during(change, d.exp.store.mknod(d.node, target, kind, attrs.mode ?? 0o644, major, minor, d.id));
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, null, target);
       this.replyCreated(call, d, node, dirAfter.stats);
     } catch (err) {
       this.fail(call, err, dirStats);
@@ -700,9 +708,10 @@ export class NfsProgram {
       if (directory && !child.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       if (!directory && child.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR, 'REMOVE of a directory');
       if (stickyForbids(d.node.stats, child.stats, d.id)) throw new NfsError(NfsStat.PERM, 'sticky directory');
-      if (directory) await d.exp.store.rmdir(d.node, child);
-      else await d.exp.store.remove(d.node, child);
+      const change = this.remap.willChange(d.exp.store, d.node);
+      await this.remap.during(change, directory ? d.exp.store.rmdir(d.node, child) : d.exp.store.remove(d.node, child));
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, raw, null);
       this.replyWcc(call, dirStats, dirAfter.stats, d.exp.fsid);
     } catch (err) {
       this.fail(call, err, dirStats);
@@ -731,9 +740,16 @@ export class NfsProgram {
       if (source.stats.isDirectory() && from.node.ino !== to.node.ino && !mayWrite(source.stats, from.id)) {
         throw new NfsError(NfsStat.ACCES, 'no write permission on the directory being moved');
       }
-      await from.exp.store.rename(from.node, rawFrom, source, to.node, rawTo, replaced);
+      const sameDir = from.node.ino === to.node.ino;
+      // rename() between two names of one inode does nothing: the index must not drop the source.
+      const noop = replaced !== null && replaced.ino === source.ino;
+      const fromChange = noop ? null : this.remap.willChange(from.exp.store, from.node);
+      const toChange = sameDir || noop ? null : this.remap.willChange(to.exp.store, to.node);
+      await this.remap.during(fromChange, this.remap.during(toChange, from.exp.store.rename(from.node, rawFrom, source, to.node, rawTo, replaced)));
       const fromAfter = await from.exp.store.restat(from.node);
-      const toAfter = from.node.ino === to.node.ino ? fromAfter : await to.exp.store.restat(to.node);
+      const toAfter = sameDir ? fromAfter : await to.exp.store.restat(to.node);
+      this.remap.changed(fromChange, fromAfter.stats, rawFrom, sameDir ? rawTo : null);
+      this.remap.changed(toChange, toAfter.stats, null, rawTo);
       const w = call.beginReply(400);
       w.u32(NfsStat.OK);
       writeWcc(w, from.node.stats, fromAfter.stats, from.exp.fsid);
@@ -758,8 +774,10 @@ export class NfsProgram {
       // A second name of a COW master would be a way to write the shared master: link this
       // client's copy instead (made now, as the first change of the master).
       t = await this.changing(t);
-      const after = this.remap.keepFileid(t.node, await d.exp.store.link(t.node, d.node, made));
+      const change = this.remap.willChange(d.exp.store, d.node);
+      const after = this.remap.keepFileid(t.node, await this.remap.during(change, d.exp.store.link(t.node, d.node, made)));
       const dirAfter = await d.exp.store.restat(d.node);
+      this.remap.changed(change, dirAfter.stats, null, made);
       const w = call.beginReply(300);
       w.u32(NfsStat.OK);
       writePostOpAttr(w, after.stats, t.exp.fsid);

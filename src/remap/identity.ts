@@ -12,7 +12,10 @@
  * - `new ClientIdentities({ hostsFiles, resolver })`
  * - `view(address, uid, gid)`: the `ClientView` resolution takes.
  * - `parseHostsText(text)`: address → host name pairs from /etc/hosts, dnsmasq leases or ISC
- *   dhcpd.leases text (recognized per file).
+ *   dhcpd.leases text (recognized per line; linear in the text, whatever it holds).
+ *
+ * A changed file is read again in the background, parsed in slices between which calls go on,
+ * and a file over `maxFileBytes` is not read at all: a call never waits for a reload.
  */
 import fs from 'node:fs';
 import { componentLogger } from '../log/logger.js';
@@ -44,35 +47,83 @@ export interface ClientIdentitiesOptions {
   maxAddresses?: number;
   /** How long a DNS answer (or its absence) is used before asking again, ms (default 5 min). */
   dnsRefreshMs?: number;
+  /** A hosts/leases file larger than this is not read (default 32 MiB): a reload stays short. */
+  maxFileBytes?: number;
 }
 
-/** Address → host name pairs from the text of a hosts or leases file. */
-export function parseHostsText(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const put = (ip: string, name: string) => {
-    const n = normalizeIp(ip);
-    if (n !== null && name !== '' && name !== '*' && !out.has(n)) out.set(n, shortHostName(name));
-  };
-  if (/^\s*lease\s+\S+\s*\{/m.test(text)) {
-    // ISC dhcpd.leases: later blocks for the same address are newer, so they replace earlier ones.
-    const re = /lease\s+(\S+)\s*\{([^}]*)\}/g;
-    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      const name = /client-hostname\s+"([^"]*)"/.exec(m[2]);
-      const ip = normalizeIp(m[1]);
-      if (name !== null && ip !== null && name[1] !== '') out.set(ip, shortHostName(name[1]));
-    }
-    return out;
-  }
-  for (const raw of text.split('\n')) {
+/** Lines parsed between two turns of the event loop when a changed file is read again. */
+const PARSE_SLICE_LINES = 4096;
+
+/**
+ * Address → host name pairs from hosts and leases lines, one line at a time (no regex over the
+ * whole text: a file of blank lines must cost linear time). ISC dhcpd `lease <ip> { ... }` blocks
+ * may span lines; a later block for an address replaces an earlier one, while for /etc/hosts and
+ * dnsmasq lines the first one wins.
+ */
+class HostsParser {
+  readonly pairs = new Map<string, string>();
+  /** The address of the dhcpd lease block being read ('' for no address), or null outside one. */
+  private lease: string | null = null;
+  private leaseName: string | null = null;
+
+  line(raw: string): void {
     const hash = raw.indexOf('#');
-    const line = (hash >= 0 ? raw.slice(0, hash) : raw).trim();
-    if (line === '') continue;
-    const f = line.split(/\s+/);
-    if (f.length >= 2 && parseAddress(f[0]) !== null) put(f[0], f[1]);
-    // dnsmasq: expiry mac ip hostname client-id
-    else if (f.length >= 4 && /^\d+$/.test(f[0]) && parseAddress(f[2]) !== null) put(f[2], f[3]);
+    let rest = (hash >= 0 ? raw.slice(0, hash) : raw).trim();
+    while (rest !== '') {
+      if (this.lease !== null) {
+        const close = rest.indexOf('}');
+        const body = close < 0 ? rest : rest.slice(0, close);
+        const at = body.indexOf('client-hostname');
+        if (at >= 0) {
+          const open = body.indexOf('"', at);
+          const end = open < 0 ? -1 : body.indexOf('"', open + 1);
+          if (end > open) this.leaseName = body.slice(open + 1, end);
+        }
+        if (close < 0) return;
+        if (this.lease !== '' && this.leaseName !== null && this.leaseName !== '') this.pairs.set(this.lease, shortHostName(this.leaseName));
+        this.lease = null;
+        rest = rest.slice(close + 1).trim();
+        continue;
+      }
+      const f = rest.split(/[ \t]+/);
+      if (f[0] === 'lease' && f.length >= 2 && rest.includes('{')) {
+        // `lease 10.0.0.1 {` or `lease 10.0.0.1{`: the address is up to the brace.
+        const open = rest.indexOf('{');
+        // A block for something that is no address is read past, and gives no pair.
+        this.lease = normalizeIp(rest.slice('lease'.length, open).trim()) ?? '';
+        this.leaseName = null;
+        rest = rest.slice(open + 1).trim();
+        continue;
+      }
+      if (f.length >= 2 && parseAddress(f[0]) !== null) this.put(f[0], f[1]);
+      // dnsmasq: expiry mac ip hostname client-id
+      else if (f.length >= 4 && /^\d+$/.test(f[0]) && parseAddress(f[2]) !== null) this.put(f[2], f[3]);
+      return;
+    }
   }
-  return out;
+
+  private put(ip: string, name: string): void {
+    const n = normalizeIp(ip);
+    if (n !== null && name !== '' && name !== '*' && !this.pairs.has(n)) this.pairs.set(n, shortHostName(name));
+  }
+}
+
+/** Address → host name pairs from the text of a hosts or leases file (CRLF or LF lines). */
+export function parseHostsText(text: string): Map<string, string> {
+  const p = new HostsParser();
+  for (const line of text.split('\n')) p.line(line);
+  return p.pairs;
+}
+
+/** parseHostsText() in slices, yielding to the event loop between them: calls go on meanwhile. */
+export async function parseHostsTextSliced(text: string): Promise<Map<string, string>> {
+  const p = new HostsParser();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (i > 0 && i % PARSE_SLICE_LINES === 0) await new Promise((r) => setImmediate(r));
+    p.line(lines[i]);
+  }
+  return p.pairs;
 }
 
 export class ClientIdentities {
@@ -81,6 +132,7 @@ export class ClientIdentities {
   private readonly recheckMs: number;
   private readonly maxAddresses: number;
   private readonly dnsRefreshMs: number;
+  private readonly maxFileBytes: number;
   private readonly byAddress = new Map<string, AddressIdentity>();
   private fileNames = new Map<string, string>();
   private fileStamps = '';
@@ -93,6 +145,7 @@ export class ClientIdentities {
     this.recheckMs = opts.recheckMs ?? 2000;
     this.maxAddresses = opts.maxAddresses ?? 16384;
     this.dnsRefreshMs = opts.dnsRefreshMs ?? 300_000;
+    this.maxFileBytes = opts.maxFileBytes ?? 32 * 1024 * 1024;
     if (this.files.length > 0) this.loadFilesSync();
   }
 
@@ -146,30 +199,70 @@ export class ClientIdentities {
     if (this.checking || now - this.lastCheck < this.recheckMs) return;
     this.lastCheck = now;
     this.checking = true;
-    Promise.all(this.files.map((f) => fs.promises.stat(f).then((s) => `${s.mtimeMs}:${s.size}`, () => 'missing')))
-      .then((stamps) => {
-        if (stamps.join('|') !== this.fileStamps) this.loadFilesSync();
+    Promise.all(this.files.map((f) => fs.promises.stat(f).then(fileStamp, () => 'missing')))
+      .then(async (stamps) => {
+        if (stamps.join('|') !== this.fileStamps) await this.loadFiles();
       })
       .catch((err: unknown) => log.warn({ err }, 'checking hosts files failed'))
       .finally(() => (this.checking = false));
   }
 
+  /** At start: nothing waits yet, so the files are read at once. */
   private loadFilesSync(): void {
     const names = new Map<string, string>();
     const stamps: string[] = [];
     for (const f of this.files) {
       try {
         const st = fs.statSync(f);
-        stamps.push(`${st.mtimeMs}:${st.size}`);
-        for (const [ip, name] of parseHostsText(fs.readFileSync(f, 'utf8'))) if (!names.has(ip)) names.set(ip, name);
+        stamps.push(fileStamp(st));
+        if (this.fits(f, st)) addFirst(names, parseHostsText(fs.readFileSync(f, 'utf8')));
       } catch (err) {
-        stamps.push('missing');
-        log.warn({ file: f, err: (err as Error).message }, 'hosts file not readable; its clients have no host name from it');
+        stamps.push(unreadable(f, err));
       }
     }
+    this.install(names, stamps);
+  }
+
+  /** A changed file is read again while the server runs: asynchronously and parsed in slices. */
+  private async loadFiles(): Promise<void> {
+    const names = new Map<string, string>();
+    const stamps: string[] = [];
+    for (const f of this.files) {
+      try {
+        const st = await fs.promises.stat(f);
+        stamps.push(fileStamp(st));
+        if (this.fits(f, st)) addFirst(names, await parseHostsTextSliced(await fs.promises.readFile(f, 'utf8')));
+      } catch (err) {
+        stamps.push(unreadable(f, err));
+      }
+    }
+    this.install(names, stamps);
+  }
+
+  private fits(file: string, st: fs.Stats): boolean {
+    if (st.size <= this.maxFileBytes) return true;
+    log.warn({ file, bytes: st.size, limit: this.maxFileBytes }, 'hosts file too large; its clients have no host name from it');
+    return false;
+  }
+
+  private install(names: Map<string, string>, stamps: string[]): void {
     this.fileNames = names;
     this.fileStamps = stamps.join('|');
     // Addresses already seen learn their (new) names on their next call.
     this.byAddress.clear();
   }
+}
+
+function fileStamp(st: fs.Stats): string {
+  return `${st.mtimeMs}:${st.size}`;
+}
+
+function unreadable(file: string, err: unknown): string {
+  log.warn({ file, err: (err as Error).message }, 'hosts file not readable; its clients have no host name from it');
+  return 'missing';
+}
+
+/** The first file listing an address wins. */
+function addFirst(into: Map<string, string>, from: Map<string, string>): void {
+  for (const [ip, name] of from) if (!into.has(ip)) into.set(ip, name);
 }

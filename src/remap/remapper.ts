@@ -21,12 +21,21 @@
  * - `beforeChange(...)`: for WRITE/SETATTR once allowed: the first change of a COW master copies
  *   it up (copy-on-write) and goes to the copy; `keepFileid` keeps the handle's fileid on the
  *   fresh attributes of the copy.
- * - `stats`: tag-index cache hits/misses/evictions/size, resolutions by rule, copy-ups, refused
- *   variant handles; plain numbers for the metrics code to read.
+ * - `willChange(store, dir)`, `during(token, op)`, `changed(token, dirAfter, removed, added)`:
+ *   around our own change of a directory's entries (CREATE, MKDIR, SYMLINK, MKNOD, LINK, REMOVE, RMDIR, RENAME), so the
+ *   directory's tag index follows the change instead of being read again.
+ * - `stats`: tag-index cache hits/misses/evictions/size, full builds and own-change updates,
+ *   resolutions by rule, copy-ups, refused variant handles; plain numbers for the metrics code.
  *
- * Cost: the tag index of a directory is built once from `ExportStore.listing(dir)` (itself cached
- * per directory) and kept in an lru-cache keyed by the directory's inode, validated by its
- * mtime/ctime; a directory without any tag costs one cache look-up per call.
+ * Cost: the tag index of a directory is built from its names (one readdir, no stat per entry)
+ * and kept in an lru-cache keyed by the directory's inode, validated by its mtime/ctime; a
+ * directory without any tag costs one cache look-up per call. Our own changes update the index
+ * in place and re-validate it against the directory's attributes after the change: a node filling
+ * a 20,000-entry /tmp must not make every call there read 20,000 names. A change behind our back
+ * (mtime/ctime moved with no own change recorded) still rebuilds it. The one window: a change
+ * behind our back that lands while our own change runs is taken for ours; so is one the cached
+ * directory attributes had not shown yet (inotify delivers it within milliseconds). Hence an index
+ * is updated in place for at most MAX_UPDATED_AGE_MS after its last full build.
  */
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -35,9 +44,10 @@ import { NfsStat } from '../nfs/constants.js';
 import { NfsError } from '../nfs/errors.js';
 import { birthMicros } from '../nfs/filehandle.js';
 import { listingCookie, orderCookies } from '../store/cookies.js';
+import type fs from 'node:fs';
 import type { ExportStore, FsNode, ListingEntry } from '../store/export-store.js';
 import * as fsops from '../store/fsops.js';
-import { buildTagIndex, resolveName, RULES, visibleBases, type ClientView, type Resolution, type Rule, type TagIndex } from './resolve.js';
+import { buildTagIndex, resolveName, RULES, updateTagIndex, visibleBases, type ClientView, type Resolution, type Rule, type TagIndex } from './resolve.js';
 import { hasTag, masterOf, parseEntryName, scratchName } from './tags.js';
 
 const log = componentLogger('remap');
@@ -50,14 +60,16 @@ export interface RemapPolicy {
 }
 
 export interface RemapStats {
-  /** The per-directory tag index cache. */
-  index: { hits: number; misses: number; evictions: number; size: number };
+  /** The per-directory tag index cache; `builds` read the directory, `updates` followed our own changes. */
+  index: { hits: number; misses: number; evictions: number; size: number; builds: number; updates: number };
   /** Resolutions of a name in a directory with tags, by the rule that decided. */
   rules: Record<Rule, number>;
   /** Masters copied to a client's variant on its first change (COW). */
   copyUps: number;
   /** Variant handles refused to a client that does not resolve to that variant. */
   refusedHandles: number;
+  /** Per-client READDIR views held: how many, and their entries in all (the bound). */
+  views: { size: number; entries: number };
 }
 
 /** A READDIR entry as a client sees it: `name` is the base name shown, `raw` the entry behind it. */
@@ -75,8 +87,25 @@ interface IndexEntry {
   mtimeMs: number;
   ctimeMs: number;
   index: TagIndex;
-  /** Listings per client (key: ip|host|uid|gid), built on first READDIR. */
-  views: Map<string, ViewEntry[]>;
+  /** What of a client its READDIR view depends on (VIEW_BY_* bits), computed on first READDIR. */
+  viewBy: number;
+  /** When the directory was last read (Date.now()). */
+  builtAt: number;
+  /** Own changes begun and ended against this entry (see willChange). */
+  begun: number;
+  ended: number;
+  /** Moves on every in-place update: a listing computed across one is not kept. */
+  version: number;
+  /** Unique per index and version: keys its views in the shared view cache. */
+  viewGen: number;
+}
+
+/** An own change in progress in a directory whose index was current when it began. */
+export interface DirChange {
+  entry: IndexEntry;
+  ino: number;
+  rel: string;
+  seq: number;
 }
 
 /** Which names of a directory remapping covers. */
@@ -101,9 +130,37 @@ interface TaggedComponent {
 export interface RemapperOptions {
   /** Directories whose tag index is kept (default 8192). */
   maxIndexes?: number;
+  /** Entries of per-client READDIR views kept in all directories (default 262,144). */
+  maxViewEntries?: number;
 }
 
-const VIEW_LIMIT = 256;
+/** What a client's view of a directory can differ by: only the kinds of variants it has. */
+const VIEW_BY_IP = 1;
+const VIEW_BY_HOST = 2;
+const VIEW_BY_UID = 4;
+const VIEW_BY_GID = 8;
+const VIEW_BY_UNKNOWN = -1;
+
+/**
+ * Which parts of a client decide what it sees in a directory with this index. A listing shows
+ * what each base name resolves to for reading; markers (CREATE/ALWAYS/COW) and `$$CLIENT$$`
+ * variants read the same for every client, so only IP/subnet, HOST/host-prefix, UID and GID
+ * variants split views. Keying views by just these keeps a node that changes its AUTH_SYS uid
+ * on every READDIR to one view where no UID/GID variant exists.
+ */
+function viewByOf(index: TagIndex): number {
+  let by = 0;
+  for (const g of index.groups.values()) {
+    if (g.byIp !== null || g.subnets !== null) by |= VIEW_BY_IP;
+    if (g.byHost !== null || g.hostPrefixes !== null) by |= VIEW_BY_HOST;
+    if (g.byUid !== null) by |= VIEW_BY_UID;
+    if (g.byGid !== null) by |= VIEW_BY_GID;
+  }
+  return by;
+}
+
+/** Beyond this age an index is read again on the next change rather than updated (see Cost). */
+const MAX_UPDATED_AGE_MS = 60_000;
 
 /** Stats shown under another object's fileid (the COW master's), by the object they stand for. */
 const shownFileid = new WeakMap<object, number>();
@@ -127,9 +184,15 @@ function baseOf(name: string): string {
   return parseEntryName(name)?.base ?? name;
 }
 
-function viewKey(c: ClientView): string {
-  return `${c.ip}|${c.host ?? ''}|${c.uid}|${c.gid}`;
+function isCowMarker(name: string | null): boolean {
+  return name !== null && name.includes('$$') && parseEntryName(name)?.tag.kind === 'cow';
 }
+
+function viewKey(gen: number, by: number, c: ClientView): string {
+  return `${gen}|${by & VIEW_BY_IP ? c.ip : ''}|${by & VIEW_BY_HOST ? (c.host ?? '') : ''}|${by & VIEW_BY_UID ? c.uid : ''}|${by & VIEW_BY_GID ? c.gid : ''}`;
+}
+
+let nextViewGen = 1;
 
 export class Remapper {
   readonly stats: RemapStats;
@@ -139,12 +202,21 @@ export class Remapper {
   private readonly scopes = new WeakMap<object, Map<string, Scope>>();
   private readonly building = new Map<number, { store: ExportStore; mtimeMs: number; ctimeMs: number; entry: Promise<IndexEntry> }>();
   private readonly maxIndexes: number;
+  /** READDIR views of every directory, bounded by their entries in all, not just their number. */
+  private readonly views: LRUCache<string, ViewEntry[]>;
 
   constructor(opts: RemapperOptions = {}) {
     this.maxIndexes = opts.maxIndexes ?? 8192;
+    const maxViewEntries = Math.max(1, opts.maxViewEntries ?? 262_144);
+    // A view larger than the whole bound is served once, not kept.
+    this.views = new LRUCache<string, ViewEntry[]>({ max: 65_536, maxSize: maxViewEntries, sizeCalculation: (v) => Math.max(1, v.length) });
+    const views = this.views;
     const rules = Object.fromEntries(RULES.map((r) => [r, 0])) as Record<Rule, number>;
-    const indexStats = { hits: 0, misses: 0, evictions: 0, size: 0 };
-    this.stats = { index: indexStats, rules, copyUps: 0, refusedHandles: 0 };
+    const indexStats = { hits: 0, misses: 0, evictions: 0, size: 0, builds: 0, updates: 0 };
+    const viewStats = {};
+    Object.defineProperty(viewStats, 'size', { enumerable: true, get: () => views.size });
+    Object.defineProperty(viewStats, 'entries', { enumerable: true, get: () => views.calculatedSize });
+    this.stats = { index: indexStats, rules, copyUps: 0, refusedHandles: 0, views: viewStats as RemapStats['views'] };
     this.indexes = new LRUCache<number, IndexEntry>({
       max: this.maxIndexes,
       dispose: (_v, _k, reason) => {
@@ -224,15 +296,74 @@ export class Remapper {
     const st = dir.stats;
     // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
     // over /usr/lib must not stat thousands of files).
+    const builtAt = Date.now();
     const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
-    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, views: new Map() };
+    this.stats.index.builds++;
+    const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, viewBy: VIEW_BY_UNKNOWN, builtAt, begun: 0, ended: 0, version: 0, viewGen: nextViewGen++ };
     this.indexes.set(dir.ino, entry);
     const s = this.state(store);
     if (s.byRel.size > this.maxIndexes * 4) s.byRel.clear();
     s.byRel.set(dir.rel, dir.ino);
-    if (index.cow !== null || [...index.groups.values()].some((g) => g.cow !== null)) s.cowDirs.add(dir.rel);
-    else s.cowDirs.delete(dir.rel);
+    this.noteCow(s, dir.rel, index);
     return entry;
+  }
+
+  private noteCow(s: StoreState, dirRel: string, index: TagIndex): void {
+    if (index.cow !== null || [...index.groups.values()].some((g) => g.cow !== null)) s.cowDirs.add(dirRel);
+    else s.cowDirs.delete(dirRel);
+  }
+
+  /**
+   * Before our own change of `dir`'s entries: a token for changed() when we hold an index that
+   * is current for `dir`'s attributes, else null (nothing to keep up to date).
+   */
+  willChange(store: ExportStore, dir: FsNode): DirChange | null {
+    const e = this.indexes.peek(dir.ino);
+    if (e === undefined || e.store !== store || e.mtimeMs !== dir.stats.mtimeMs || e.ctimeMs !== dir.stats.ctimeMs) return null;
+    return { entry: e, ino: dir.ino, rel: dir.rel, seq: ++e.begun };
+  }
+
+  /**
+   * `op`, our own change begun with willChange(), as it is; when it fails the index stays valid
+   * for the attributes from before it (if the change happened anyway, they moved and the index is
+   * read again), unless another own change overlapped it.
+   */
+  during<T>(change: DirChange | null, op: Promise<T>): Promise<T> {
+    if (change === null) return op;
+    return op.catch((err: unknown) => {
+      const e = change.entry;
+      e.ended++;
+      if (this.indexes.peek(change.ino) === e && (change.seq !== e.begun || e.ended !== e.begun)) this.indexes.delete(change.ino);
+      throw err;
+    });
+  }
+
+  /**
+   * After our own change succeeded: entry `removed` went, `added` came (either may be null),
+   * `after` are the directory's attributes now. The index follows the change and is valid for
+   * `after` only when no other own change overlapped this one (else its names could be missing
+   * from the index while its mtime is already counted): overlapping changes, or a token never
+   * ended (a failure after the change), drop the index, and the next call reads the directory.
+   */
+  changed(change: DirChange | null, after: fs.Stats, removed: string | null, added: string | null): void {
+    if (change === null) return;
+    const e = change.entry;
+    e.ended++;
+    if (this.indexes.peek(change.ino) !== e) return;
+    if (change.seq !== e.begun || e.ended !== e.begun || Date.now() - e.builtAt > MAX_UPDATED_AGE_MS) {
+      this.indexes.delete(change.ino);
+      return;
+    }
+    if (removed !== null) e.index = updateTagIndex(e.index, removed, false);
+    if (added !== null) e.index = updateTagIndex(e.index, added, true);
+    e.mtimeMs = after.mtimeMs;
+    e.ctimeMs = after.ctimeMs;
+    e.version++;
+    // Views of the index as it was age out of the view cache; none is served again.
+    e.viewGen = nextViewGen++;
+    e.viewBy = VIEW_BY_UNKNOWN;
+    this.stats.index.updates++;
+    if (isCowMarker(removed) || isCowMarker(added)) this.noteCow(this.state(e.store), change.rel, e.index);
   }
 
   /**
@@ -332,9 +463,12 @@ export class Remapper {
     if (scope === null) return (await store.listing(dir)).entries;
     const entry = await this.indexOf(store, dir);
     if (!entry.index.tagged) return (await store.listing(dir)).entries;
-    const key = scope === 'all' ? viewKey(client!) : `${viewKey(client!)}|${[...scope].join('/')}`;
-    let view = entry.views.get(key);
+    if (entry.viewBy === VIEW_BY_UNKNOWN) entry.viewBy = viewByOf(entry.index);
+    const own = viewKey(entry.viewGen, entry.viewBy, client!);
+    const key = scope === 'all' ? own : `${own}|${[...scope].join('/')}`;
+    let view = this.views.get(key);
     if (view !== undefined) return view;
+    const version = entry.version;
     const byName = new Map<string, ListingEntry>();
     for (const e of (await store.listing(dir)).entries) byName.set(e.name, e);
     view = [];
@@ -352,8 +486,9 @@ export class Remapper {
       }
     }
     orderCookies(view);
-    if (entry.views.size >= VIEW_LIMIT) entry.views.clear();
-    entry.views.set(key, view);
+    // An own change while the listing was read: this view may miss its name; serve it once.
+    if (entry.version !== version) return view;
+    this.views.set(key, view);
     return view;
   }
 
@@ -533,6 +668,9 @@ export class Remapper {
       });
     } finally {
       if (node !== null) await store.remove(dir, node).catch((err: unknown) => log.warn({ dir: dir.rel, temp, err }, 'copy-on-write: the scratch copy stays behind'));
+      // These changes were made without willChange(): an own change in this directory running
+      // meanwhile (LINK of this very copy) must not re-validate an index that lacks them.
+      if (this.indexes.peek(dir.ino)?.store === store) this.indexes.delete(dir.ino);
     }
     this.stats.copyUps++;
     log.info({ dir: dir.rel, master: master.rel, variant }, 'copy-on-write: master copied to the client variant');

@@ -16,6 +16,8 @@
  *   (`name$$$$`) a meaning.
  * - `visibleBases(index, client)`: the base names this client sees in a listing, each with the
  *   entry it resolves to (READDIR/READDIRPLUS).
+ * - `updateTagIndex(index, name, present)`: the index after one entry was added or removed by our
+ *   own change, without reading the directory again.
  * - `RULES`: every rule in a fixed order (metric label values, `resolve` output).
  *
  * Longest prefix wins, numerically, for subnet and host-prefix tags: groups keep them sorted by
@@ -174,32 +176,79 @@ export function buildTagIndex(names: Iterable<string>): TagIndex {
   const index: TagIndex = { tagged: false, groups: new Map(), create: null, always: null, cow: null, markers: [] };
   // Sorted so that duplicates (IP= and CLIENT= of one address) resolve the same way every time.
   const sorted = [...names].filter((n) => n !== '.' && n !== '..').sort();
-  for (const name of sorted) {
-    const parsed = name.includes('$$') ? parseEntryName(name) : null;
-    if (parsed === null) {
-      let g = index.groups.get(name);
-      if (g === undefined) index.groups.set(name, (g = newGroup(name)));
-      g.master = true;
-      g.names.push(name);
-      continue;
-    }
-    index.tagged = true;
-    if (parsed.base === '') {
-      const k = parsed.tag.kind;
-      if (k === 'create' || k === 'always' || k === 'cow') index[k] ??= parsed.tag.by;
-      index.markers.push(name);
-      continue;
-    }
-    let g = index.groups.get(parsed.base);
-    if (g === undefined) index.groups.set(parsed.base, (g = newGroup(parsed.base)));
-    addVariant(g, name, parsed.tag);
-    g.names.push(name);
-  }
-  for (const g of index.groups.values()) {
-    g.subnets?.sort((a, b) => b.prefix - a.prefix);
-    g.hostPrefixes?.sort((a, b) => b.prefix.length - a.prefix.length);
-  }
+  for (const name of sorted) addName(index, name, name.includes('$$') ? parseEntryName(name) : null);
+  for (const g of index.groups.values()) sortPrefixes(g);
   return index;
+}
+
+/** One entry name into the index (names come in sorted order; see buildTagIndex). */
+function addName(index: TagIndex, name: string, parsed: ReturnType<typeof parseEntryName>): void {
+  if (parsed === null) {
+    let g = index.groups.get(name);
+    if (g === undefined) index.groups.set(name, (g = newGroup(name)));
+    g.master = true;
+    g.names.push(name);
+    return;
+  }
+  index.tagged = true;
+  if (parsed.base === '') {
+    const k = parsed.tag.kind;
+    if (k === 'create' || k === 'always' || k === 'cow') index[k] ??= parsed.tag.by;
+    index.markers.push(name);
+    return;
+  }
+  let g = index.groups.get(parsed.base);
+  if (g === undefined) index.groups.set(parsed.base, (g = newGroup(parsed.base)));
+  addVariant(g, name, parsed.tag);
+  g.names.push(name);
+}
+
+function sortPrefixes(g: BaseGroup): void {
+  g.subnets?.sort((a, b) => b.prefix - a.prefix);
+  g.hostPrefixes?.sort((a, b) => b.prefix.length - a.prefix.length);
+}
+
+/**
+ * The index after our own change added (`present`) or removed entry `name`, without reading the
+ * directory: a name changes only its base's group (a tagged one rebuilds that group from its
+ * names, so duplicates resolve as buildTagIndex has them); a directory marker rebuilds the index
+ * from the names it holds. Returns the index to keep (the same object unless a marker changed).
+ * `tagged` stays true once set: resolving a directory without tags is correct, only slower.
+ */
+export function updateTagIndex(index: TagIndex, name: string, present: boolean): TagIndex {
+  if (name === '.' || name === '..') return index;
+  const parsed = name.includes('$$') ? parseEntryName(name) : null;
+  if (parsed !== null && parsed.base !== '') {
+    const old = index.groups.get(parsed.base);
+    const names = (old?.names ?? []).filter((n) => n !== name);
+    if (present) names.push(name);
+    index.groups.delete(parsed.base);
+    for (const n of names.sort()) addName(index, n, n.includes('$$') ? parseEntryName(n) : null);
+    const g = index.groups.get(parsed.base);
+    if (g !== undefined) sortPrefixes(g);
+    return index;
+  }
+  if (parsed === null) {
+    let g = index.groups.get(name);
+    if (present) {
+      if (g === undefined) index.groups.set(name, (g = newGroup(name)));
+      if (!g.master) {
+        g.master = true;
+        // The plain name sorts before its tagged names, as buildTagIndex has them.
+        g.names.unshift(name);
+      }
+    } else if (g !== undefined && g.master) {
+      g.master = false;
+      g.names = g.names.filter((n) => n !== name);
+      if (g.names.length === 0) index.groups.delete(name);
+    }
+    return index;
+  }
+  const names = new Set(index.markers);
+  for (const g of index.groups.values()) for (const n of g.names) names.add(n);
+  if (present) names.add(name);
+  else names.delete(name);
+  return buildTagIndex(names);
 }
 
 export interface Resolution {

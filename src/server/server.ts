@@ -131,9 +131,20 @@ export class ClusterNfsServer {
     const nfsProgram = nfs.program();
     metrics.registerCache('tags', remapper.stats.index);
     metrics.registerRemapStats(() => remapper.stats.rules);
+    metrics.registerRemapEvents(remapper.stats);
     nfsDispatch.register(nfsProgram);
     const mountDispatch = new RpcDispatcher();
-    const mountProgram = new MountProgram({ exports: table, rootHandle: (entry, below) => stores.get(entry)!.subdirHandle(below) });
+    const mountProgram = new MountProgram({
+      exports: table,
+      // A node mounting a subdirectory of a cluster export gets the directories its LOOKUPs would reach.
+      rootHandle: (entry, below, caller) => {
+        const store = stores.get(entry)!;
+        const policy = caller.options;
+        if (policy.cluster !== true || policy.clusterAdmin) return store.subdirHandle(below);
+        const client = identities.view(caller.address, caller.uid, caller.gid);
+        return store.subdirHandle(below, (dir, name) => remapper.lookup(store, policy, dir, name, client));
+      },
+    });
     mountDispatch.register(mountProgram);
     for (const [d, p] of [[nfsDispatch, nfsProgram], [mountDispatch, mountProgram]] as const) {
       metrics.watch(p);

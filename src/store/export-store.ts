@@ -168,13 +168,14 @@ export class ExportStore {
   /**
    * The handle of the directory `below` the root (MNT of a subdirectory), looked up one
    * component at a time without following symlinks; null when it is not an existing directory.
+   * `lookup` looks a component up as a client would (remapped for a cluster node).
    */
-  async subdirHandle(below: readonly string[]): Promise<Buffer | null> {
+  async subdirHandle(below: readonly string[], lookup: (dir: FsNode, name: string) => Promise<FsNode> = (d, n) => this.lookup(d, n)): Promise<Buffer | null> {
     let node = await this.rootNode();
     for (const name of below) {
       if (name === '..' || name === '.' || name.includes('/')) return null;
       try {
-        node = await this.lookup(node, Buffer.from(name, 'utf8').toString('latin1'));
+        node = await lookup(node, Buffer.from(name, 'utf8').toString('latin1'));
       } catch {
         return null;
       }

@@ -51,3 +51,10 @@ export async function mountSession(
 }
 
 export { MOUNT_PROGRAM };
+
+/** The handle of `rel` (slash-separated) below the session's root; throws unless every LOOKUP is OK. */
+export async function fhOf(s: Session, rel: string): Promise<Buffer> {
+  const r = await s.nfs.lookupPath(s.root, rel);
+  if (r.status !== 0 || r.fh === null) throw new Error(`LOOKUP of ${rel} failed with status ${r.status}`);
+  return r.fh;
+}

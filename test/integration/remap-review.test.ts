@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
 import type { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, parseExports, startServer, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, startServer, type Session } from '../helpers/inproc-server.js';
 import { putFile } from '../helpers/tree.js';
 
 let work: string;
@@ -21,12 +21,6 @@ let b: Session;
 let admin: Session;
 
 const put = (rel: string, content: string) => putFile(root, rel, content);
-
-async function fhOf(s: Session, rel: string): Promise<Buffer> {
-  const r = await s.nfs.lookupPath(s.root, rel);
-  expect(r.status, rel).toBe(NfsStat.OK);
-  return r.fh!;
-}
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-remap-review-'));

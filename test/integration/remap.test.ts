@@ -12,7 +12,8 @@ import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
 import { Nfs3Client } from '../../src/client/nfs3-client.js';
 import { RpcClient } from '../../src/client/rpc-client.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { parsePromText } from '../helpers/prom-text.js';
 
 let work: string;
 let root: string;
@@ -28,12 +29,6 @@ function put(rel: string, content: string, mode = 0o644): void {
   fs.mkdirSync(path.dirname(p), { recursive: true });
   fs.writeFileSync(p, content, { mode });
   fs.chmodSync(p, mode);
-}
-
-async function fhOf(s: Session, rel: string): Promise<Buffer> {
-  const r = await s.nfs.lookupPath(s.root, rel);
-  expect(r.status, rel).toBe(NfsStat.OK);
-  return r.fh!;
 }
 
 async function cat(s: Session, rel: string): Promise<string> {
@@ -77,7 +72,7 @@ beforeAll(async () => {
     `${root} 127.0.0.1(rw,no_root_squash,insecure,cluster,cluster_admin) 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`,
     'remap-test',
   );
-  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, hostsFiles: [path.join(work, 'hosts')] });
+  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, metricsPort: 0, hostsFiles: [path.join(work, 'hosts')] });
   for (const ip of NODE_IPS) nodes.push(await mountSession(server, root, { localAddress: ip }));
   admin = await mountSession(server, root, { localAddress: '127.0.0.1' });
   other = await mountSession(server, root, { localAddress: '127.0.0.14' });
@@ -150,6 +145,27 @@ describe('three nodes, one export', () => {
     const dot = await nodes[0].nfs.lookup(etc, '.');
     expect(dot.status).toBe(NfsStat.OK);
     expect(dot.fh!.equals(etc)).toBe(true);
+  });
+});
+
+describe('MNT of a subdirectory', () => {
+  async function mountedFile(ip: string, dir: string): Promise<string> {
+    const s = await mountSession(server, `${root}/${dir}`, { localAddress: ip });
+    try {
+      return await cat(s, 'file');
+    } finally {
+      await s.close();
+    }
+  }
+
+  it('resolves each component as the node\'s LOOKUPs would; an admin gets the raw names', async () => {
+    // 127.0.0.11 has srv$$IP=127.0.0.11$$; 127.0.0.12 has no variant and gets the master.
+    expect(await mountedFile('127.0.0.11', 'srv/data')).toBe('srv of 11\n');
+    expect(await mountedFile('127.0.0.12', 'srv/data')).toBe('shared srv\n');
+    expect(await mountedFile('127.0.0.1', 'srv/data')).toBe('shared srv\n');
+    expect(await mountedFile('127.0.0.1', 'srv$$IP=127.0.0.11$$/data')).toBe('srv of 11\n');
+    // A raw tagged path is no way around remapping for a node.
+    await expect(mountSession(server, `${root}/srv$$IP=127.0.0.11$$/data`, { localAddress: '127.0.0.12' })).rejects.toMatchObject({ mountStatus: 2 });
   });
 });
 
@@ -352,5 +368,13 @@ describe('writes under markers', () => {
     expect(st.index.size).toBeGreaterThan(0);
     expect(st.copyUps).toBe(3);
     expect(st.refusedHandles).toBeGreaterThan(0);
+  });
+
+  it('serves copy-ups and refused variant handles on /metrics', async () => {
+    const res = await fetch(`http://127.0.0.1:${server.ports.metrics}/metrics`);
+    const m = parsePromText(await res.text());
+    expect(m.get('clusternfs_remap_copy_ups_total', {})).toBe(server.remapper.stats.copyUps);
+    expect(m.get('clusternfs_remap_refused_handles_total', {})).toBe(server.remapper.stats.refusedHandles);
+    expect(server.remapper.stats.refusedHandles).toBeGreaterThan(0);
   });
 });

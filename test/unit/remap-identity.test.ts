@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ClientIdentities, parseHostsText } from '../../src/remap/identity.js';
+import { ClientIdentities, parseHostsText, parseHostsTextSliced } from '../../src/remap/identity.js';
 import type { HostNameResolver } from '../../src/mount/exports.js';
 import { buildTagIndex, resolveName } from '../../src/remap/resolve.js';
 
@@ -56,6 +56,64 @@ describe('hosts and leases files', () => {
     for (let i = 0; i < 300 && ids.view('10.0.0.8', 0, 0).host === null; i++) await new Promise((r) => setTimeout(r, 10));
     expect(ids.view('10.0.0.8', 0, 0).host).toBe('node8');
     expect(ids.view('10.0.0.7', 0, 0).host).toBe('node7b');
+  });
+
+  it('reads files of many blank lines, CRLF lines, comments and mixed formats line by line', async () => {
+    const blank = '\n'.repeat(40_000);
+    const text = [
+      blank,
+      '# hosts part\r',
+      '10.0.0.7 node7 # seven\r',
+      '   \t  \r',
+      'lease 10.0.0.31 {\r',
+      '  # a comment inside a lease } is no brace\r',
+      '  client-hostname "N31.cluster";\r',
+      '}\r',
+      'lease 10.0.0.32 { client-hostname "n32"; } lease 10.0.0.33 {',
+      '  hardware ethernet 52:54:00:00:00:33;',
+      '}',
+      'lease not-an-ip { client-hostname "bogus"; }',
+      blank,
+      '1700000000 52:54:00:12:34:56 10.0.0.21 rack1-n21 *\r',
+      '10.0.0.7 later-name',
+      'lease 10.0.0.31 {',
+      '  client-hostname "n31b";',
+      '}',
+      '   lease',
+      'garbage line here',
+      blank,
+    ].join('\n');
+    const want = { '10.0.0.7': 'node7', '10.0.0.31': 'n31b', '10.0.0.32': 'n32', '10.0.0.21': 'rack1-n21' };
+    expect(Object.fromEntries(parseHostsText(text))).toEqual(want);
+    expect(Object.fromEntries(await parseHostsTextSliced(text))).toEqual(want);
+    expect(parseHostsText('\n'.repeat(100_000) + '   lease 10.0.0.9 {\n client-hostname "n9";').size).toBe(0);
+  });
+
+  it('reads a changed file again in slices: calls go on while a big file is parsed', async () => {
+    const line = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} host${i}\n`;
+    const f = tempFile('10.0.0.7 node7\n');
+    const ids = new ClientIdentities({ hostsFiles: [f], resolver: null, recheckMs: 0 });
+    fs.writeFileSync(f, Array.from({ length: 100_000 }, (_, i) => line(i)).join(''));
+    fs.utimesSync(f, new Date(), new Date(Date.now() + 5000));
+    ids.view('10.0.0.7', 0, 0); // starts the check
+    // Turns of the event loop in which a call was answered while the file was being read again.
+    let turnsWhileLoading = 0;
+    for (let i = 0; i < 2000 && ids.view('10.1.134.159', 0, 0).host === null; i++) {
+      await new Promise((r) => setImmediate(r));
+      turnsWhileLoading++;
+    }
+    expect(ids.view('10.1.134.159', 0, 0).host).toBe('host99999');
+    expect(ids.view('10.0.0.7', 0, 0).host).toBe('host7');
+    // 100,000 lines in slices of 4,096: the loop turned between them.
+    expect(turnsWhileLoading).toBeGreaterThan(20);
+  });
+
+  it('a hosts file over the size bound is not read', () => {
+    const f = tempFile('10.0.0.7 node7\n'.repeat(100));
+    const ids = new ClientIdentities({ hostsFiles: [f], resolver: null, maxFileBytes: 1000 });
+    expect(ids.view('10.0.0.7', 0, 0).host).toBeNull();
+    const ok = new ClientIdentities({ hostsFiles: [f], resolver: null, maxFileBytes: 10_000 });
+    expect(ok.view('10.0.0.7', 0, 0).host).toBe('node7');
   });
 
   it('a missing hosts file is a warning, not a crash', () => {

@@ -3,7 +3,7 @@
  * "known defects of the anchors" (unfs3) pinned as fixed. Pure: tags.ts and resolve.ts only.
  */
 import { describe, expect, it } from 'vitest';
-import { buildTagIndex, clientView, resolveName, visibleBases, type ClientView } from '../../src/remap/resolve.js';
+import { buildTagIndex, clientView, resolveName, updateTagIndex, visibleBases, type ClientView } from '../../src/remap/resolve.js';
 import { hasTag, masterOf, normalizeIp, parseEntryName, parseTag, taggedName, variantName } from '../../src/remap/tags.js';
 
 const n7 = clientView('10.0.0.7', 'node7.cluster.example', 1000, 100);
@@ -218,5 +218,39 @@ describe('known defects of the anchors, pinned as fixed', () => {
     const names = ['f$$HOST=a$$', 'f$$HOST=a*$$', 'f$$HOST=*$$', 'f$$UID=0$$'];
     expect(() => resolveIn(names, 'f', c)).not.toThrow();
     expect(resolveIn(names, 'f', c).rule).toBe('uid');
+  });
+});
+
+describe('updateTagIndex (our own changes, without reading the directory)', () => {
+  // Every kind of entry, in an order that is not sorted, with duplicates of one address.
+  const pool = [
+    'hostname', 'hostname$$IP=10.0.0.7$$', 'hostname$$CLIENT=10.0.0.7$$', 'hostname$$HOST=node8$$', 'hostname$$IP=10.0.0.0_8$$',
+    'hostname$$IP=10.0.0.0_24$$', 'hostname$$HOST=node*$$', 'profile$$UID=1000$$', 'profile$$GID=101$$', 'profile', 'motd$$CLIENT$$',
+    'spool$$COW=IP$$', 'spool', 'log$$CREATE=IP$$', '$$CREATE=IP$$', '$$COW=CLIENT$$', 'plain', 'other', 'x$$$$', 'new$$IP=10.0.0.8$$',
+  ];
+  const asked = ['hostname', 'profile', 'motd', 'spool', 'log', 'plain', 'other', 'new', 'none', 'x', 'hostname$$$$'];
+
+  function sameAnswers(updated: ReturnType<typeof buildTagIndex>, names: Set<string>): void {
+    const fresh = buildTagIndex(names);
+    for (const c of [n7, n8, clientView('192.168.1.1', null, 1000, 5)]) {
+      for (const q of asked) expect(resolveName(updated, q, c), `${q} after ${[...names].join(' ')}`).toEqual(resolveName(fresh, q, c));
+      const key = (v: { base: string; entry: string }) => `${v.base}>${v.entry}`;
+      expect(visibleBases(updated, c).map(key).sort()).toEqual(visibleBases(fresh, c).map(key).sort());
+    }
+  }
+
+  it('answers as an index read afresh would, after every add and remove', () => {
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const names = new Set<string>(pool.slice(0, 6));
+    let index = buildTagIndex(names);
+    for (let step = 0; step < 400; step++) {
+      const name = pool[rnd(pool.length)];
+      const present = !names.has(name);
+      if (present) names.add(name);
+      else names.delete(name);
+      index = updateTagIndex(index, name, present);
+      sameAnswers(index, names);
+    }
   });
 });
