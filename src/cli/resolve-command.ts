@@ -255,7 +255,7 @@ export async function resolveCommand(pathArg: string, opts: ResolveOptions): Pro
       const r = resolveName(index, name, view);
       step.chosen = r.read;
       const group = index.groups.get(name);
-      step.why = r.rule === 'master' && group?.names.length === 1 ? 'no variants: the same entry for every client' : RULE_WORDS[r.rule];
+      step.why = r.rule === 'master' && (group === undefined || group.names.length === 1) ? 'no variants: the same entry for every client' : RULE_WORDS[r.rule];
       if (r.rule === 'cow') step.why += `; this client's changes go to ${displayName(r.cow ?? r.create)}`;
       if (r.read === null && r.create !== name) step.why += `; a create by this client makes ${displayName(r.create)}`;
       for (const n of group?.names ?? []) if (n !== r.read) step.candidates.push(passedOver(n, name, view, r));

@@ -115,8 +115,14 @@ export interface BaseGroup {
 export interface TagIndex {
   /** Any tagged entry at all; false means resolution is the identity and can be skipped. */
   tagged: boolean;
-  /** Plain names and tagged names, grouped by base. Plain names without variants have a group too. */
+  /**
+   * Tagged names grouped by base (with the base's master, when it exists, first in `names`).
+   * A plain name without variants has no group: a group costs some 365 bytes, and a directory of
+   * an image is almost all plain names (a million of them took 365 MB that way).
+   */
   groups: Map<string, BaseGroup>;
+  /** Every plain (untagged) entry name: the masters, with or without variants. */
+  masters: Set<string>;
   /** Directory markers. */
   create: VariantBy | null;
   always: VariantBy | null;
@@ -125,8 +131,9 @@ export interface TagIndex {
   markers: string[];
 }
 
-function newGroup(base: string): BaseGroup {
-  return { base, master: false, byIp: null, byHost: null, subnets: null, hostPrefixes: null, byUid: null, byGid: null, client: null, create: null, always: null, cow: null, names: [] };
+function newGroup(index: TagIndex, base: string): BaseGroup {
+  const master = index.masters.has(base);
+  return { base, master, byIp: null, byHost: null, subnets: null, hostPrefixes: null, byUid: null, byGid: null, client: null, create: null, always: null, cow: null, names: master ? [base] : [] };
 }
 
 function addVariant(g: BaseGroup, name: string, tag: Tag): void {
@@ -173,7 +180,7 @@ function addVariant(g: BaseGroup, name: string, tag: Tag): void {
 
 /** Builds a directory's index from its entry names ('.' and '..' are ignored). */
 export function buildTagIndex(names: Iterable<string>): TagIndex {
-  const index: TagIndex = { tagged: false, groups: new Map(), create: null, always: null, cow: null, markers: [] };
+  const index: TagIndex = { tagged: false, groups: new Map(), masters: new Set(), create: null, always: null, cow: null, markers: [] };
   // Sorted so that duplicates (IP= and CLIENT= of one address) resolve the same way every time.
   const sorted = [...names].filter((n) => n !== '.' && n !== '..').sort();
   for (const name of sorted) addName(index, name, name.includes('$$') ? parseEntryName(name) : null);
@@ -184,10 +191,14 @@ export function buildTagIndex(names: Iterable<string>): TagIndex {
 /** One entry name into the index (names come in sorted order; see buildTagIndex). */
 function addName(index: TagIndex, name: string, parsed: ReturnType<typeof parseEntryName>): void {
   if (parsed === null) {
-    let g = index.groups.get(name);
-    if (g === undefined) index.groups.set(name, (g = newGroup(name)));
-    g.master = true;
-    g.names.push(name);
+    index.masters.add(name);
+    // Names come sorted, so the plain name comes before its tagged ones: a group made later by
+    // a tagged name picks the master up from `masters`.
+    const g = index.groups.get(name);
+    if (g !== undefined && !g.master) {
+      g.master = true;
+      g.names.unshift(name);
+    }
     return;
   }
   index.tagged = true;
@@ -198,7 +209,7 @@ function addName(index: TagIndex, name: string, parsed: ReturnType<typeof parseE
     return;
   }
   let g = index.groups.get(parsed.base);
-  if (g === undefined) index.groups.set(parsed.base, (g = newGroup(parsed.base)));
+  if (g === undefined) index.groups.set(parsed.base, (g = newGroup(index, parsed.base)));
   addVariant(g, name, parsed.tag);
   g.names.push(name);
 }
@@ -220,31 +231,29 @@ export function updateTagIndex(index: TagIndex, name: string, present: boolean):
   const parsed = name.includes('$$') ? parseEntryName(name) : null;
   if (parsed !== null && parsed.base !== '') {
     const old = index.groups.get(parsed.base);
-    const names = (old?.names ?? []).filter((n) => n !== name);
+    const names = (old?.names ?? []).filter((n) => n !== name && n.includes('$$'));
     if (present) names.push(name);
     index.groups.delete(parsed.base);
-    for (const n of names.sort()) addName(index, n, n.includes('$$') ? parseEntryName(n) : null);
+    for (const n of names.sort()) addName(index, n, parseEntryName(n));
     const g = index.groups.get(parsed.base);
     if (g !== undefined) sortPrefixes(g);
     return index;
   }
   if (parsed === null) {
-    let g = index.groups.get(name);
+    const g = index.groups.get(name);
     if (present) {
-      if (g === undefined) index.groups.set(name, (g = newGroup(name)));
-      if (!g.master) {
-        g.master = true;
-        // The plain name sorts before its tagged names, as buildTagIndex has them.
-        g.names.unshift(name);
+      addName(index, name, null);
+    } else {
+      index.masters.delete(name);
+      if (g !== undefined && g.master) {
+        g.master = false;
+        g.names = g.names.filter((n) => n !== name);
+        if (g.names.length === 0) index.groups.delete(name);
       }
-    } else if (g !== undefined && g.master) {
-      g.master = false;
-      g.names = g.names.filter((n) => n !== name);
-      if (g.names.length === 0) index.groups.delete(name);
     }
     return index;
   }
-  const names = new Set(index.markers);
+  const names = new Set([...index.markers, ...index.masters]);
   for (const g of index.groups.values()) for (const n of g.names) names.add(n);
   if (present) names.add(name);
   else names.delete(name);
@@ -282,10 +291,10 @@ function matchVariant(g: BaseGroup, c: ClientView): { name: string; rule: Rule }
 export function resolveName(index: TagIndex, name: string, c: ClientView): Resolution {
   const master = masterOf(name);
   if (master !== null) {
-    const g = index.groups.get(master);
-    return { rule: 'master-explicit', read: g?.master ? master : null, create: master, cow: null };
+    return { rule: 'master-explicit', read: index.masters.has(master) ? master : null, create: master, cow: null };
   }
   const g = index.groups.get(name);
+  const hasMaster = index.masters.has(name);
   if (g !== undefined) {
     const v = matchVariant(g, c);
     if (v !== null) return { rule: v.rule, read: v.name, create: v.name, cow: null };
@@ -298,9 +307,9 @@ export function resolveName(index: TagIndex, name: string, c: ClientView): Resol
   const cow = g?.cow ?? index.cow;
   if (cow !== null) {
     const target = variantName(name, cow, c.ip);
-    return { rule: 'cow', read: g?.master ? name : null, create: target, cow: target };
+    return { rule: 'cow', read: hasMaster ? name : null, create: target, cow: target };
   }
-  if (g?.master) return { rule: 'master', read: name, create: name, cow: null };
+  if (hasMaster) return { rule: 'master', read: name, create: name, cow: null };
   const create = g?.create ?? index.create;
   if (create !== null) return { rule: 'create', read: null, create: variantName(name, create, c.ip), cow: null };
   return { rule: 'none', read: null, create: name, cow: null };
@@ -327,6 +336,16 @@ export function visibleBases(index: TagIndex, c: ClientView, applies: (base: str
     }
     const r = resolveName(index, g.base, c);
     if (r.read !== null) out.push({ base: g.base, entry: r.read, rule: r.rule });
+  }
+  // Plain names without variants: the directory's markers alone decide (ALWAYS hides them).
+  for (const n of index.masters) {
+    if (index.groups.has(n)) continue;
+    if (!applies(n)) {
+      out.push({ base: n, entry: n, rule: 'none' });
+      continue;
+    }
+    const r = resolveName(index, n, c);
+    if (r.read !== null) out.push({ base: n, entry: r.read, rule: r.rule });
   }
   if (index.markers.length > 0 && !applies('')) for (const n of index.markers) out.push({ base: n, entry: n, rule: 'none' });
   return out;

@@ -21,6 +21,7 @@ import {
   writeRpcMismatch,
   type Credentials,
 } from './message.js';
+import { payloadPool } from './payload-pool.js';
 import { lastFragmentHeader } from './record.js';
 import { CacheState, replyCacheKey, type ReplyCache } from './reply-cache.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
@@ -135,9 +136,14 @@ export class RpcCall {
   /**
    * Sends the reply begun with beginReply. `payload` is appended after the encoded bytes without
    * copying (READ data); the writer must already hold its XDR length, and its padding is added here.
+   * A payload from the payload pool belongs to the sink from here on: it releases it once written.
    */
   send(payload: Buffer | null = null): void {
-    if (this.replied) return;
+    if (this.replied) {
+      // Nobody will write it: a pooled READ buffer goes straight back.
+      if (payload !== null) payloadPool.release(payload);
+      return;
+    }
     this.replied = true;
     const w = replyWriter;
     const payloadLen = payload ? payload.length : 0;

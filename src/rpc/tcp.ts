@@ -6,6 +6,7 @@ import net from 'node:net';
 import { componentLogger } from '../log/logger.js';
 import type { ReplySink, RpcDispatcher } from './dispatch.js';
 import { ConnectionGuard, LimitId, standaloneGuard, type LimitHits, type ServerLimits } from './limits.js';
+import { payloadPool } from './payload-pool.js';
 import { RecordDecoder, type RecordSink, type RecordViolation } from './record.js';
 
 const log = componentLogger('tcp');
@@ -61,6 +62,13 @@ class TcpConnection implements ReplySink, RecordSink {
    * large READs is held to a few in flight before the first reply shows what its calls cost.
    */
   private replyEstimate = LARGEST_REPLY;
+  /**
+   * Pooled payloads handed to the socket, oldest first. Write callbacks run in write order, so
+   * each successful one releases the oldest; after an error only 'close' (the handle is closed,
+   * libuv holds no iovec any more) releases what is left.
+   */
+  private readonly lentPayloads: Buffer[] = [];
+  private readonly onPayloadWritten: (err?: Error | null) => void;
 
   constructor(socket: net.Socket, address: string, dispatcher: RpcDispatcher, limits: ServerLimits, hits: LimitHits) {
     this.socket = socket;
@@ -78,6 +86,16 @@ class TcpConnection implements ReplySink, RecordSink {
       this.maybeResume();
     });
     socket.on('error', (err) => log.debug({ client: this.address, err: err.message }, 'connection error'));
+    this.onPayloadWritten = (err) => {
+      if (err || socket.destroyed) return;
+      const written = this.lentPayloads.shift();
+      if (written !== undefined) payloadPool.release(written);
+    };
+    socket.on('close', () => {
+      const lent = this.lentPayloads;
+      for (let i = 0; i < lent.length; i++) payloadPool.release(lent[i]);
+      lent.length = 0;
+    });
   }
 
   private onData(chunk: Buffer): void {
@@ -115,7 +133,10 @@ class TcpConnection implements ReplySink, RecordSink {
 
   send(head: Buffer, payload: Buffer | null, pad: Buffer | null): void {
     const socket = this.socket;
-    if (socket.destroyed) return;
+    if (socket.destroyed) {
+      if (payload !== null) payloadPool.release(payload);
+      return;
+    }
     if (!this.isCorked) {
       this.isCorked = true;
       socket.cork();
@@ -128,7 +149,12 @@ class TcpConnection implements ReplySink, RecordSink {
     socket.write(head);
     let size = head.length;
     if (payload !== null) {
-      socket.write(payload);
+      if (payloadPool.isLent(payload)) {
+        this.lentPayloads.push(payload);
+        socket.write(payload, this.onPayloadWritten);
+      } else {
+        socket.write(payload);
+      }
       size += payload.length;
     }
     if (pad !== null) socket.write(pad);

@@ -5,6 +5,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { componentLogger } from '../log/logger.js';
 import type { ReplySink, RpcDispatcher } from './dispatch.js';
+import { payloadPool } from './payload-pool.js';
 import { normalizeAddress } from './tcp.js';
 
 const log = componentLogger('udp');
@@ -31,10 +32,13 @@ class UdpSender implements ReplySink {
     const size = head.length + (payload ? payload.length : 0) + (pad ? pad.length : 0);
     if (size > MAX_DATAGRAM) {
       log.warn({ client: this.address, bytes: size }, 'reply too large for a UDP datagram, dropped (client should use a smaller rsize)');
+      if (payload !== null) payloadPool.release(payload);
       return;
     }
     const parts = payload === null ? head : pad === null ? [head, payload] : [head, payload, pad];
+    // The callback runs once the datagram has left (or failed): only then is a pooled payload free.
     this.socket.send(parts, this.port, this.rawAddress, (err) => {
+      if (payload !== null) payloadPool.release(payload);
       if (err) log.debug({ client: this.address, err: err.message }, 'UDP send failed');
     });
   }

@@ -18,6 +18,7 @@ import { NfsStat } from '../nfs/constants.js';
 import { NfsError } from '../nfs/errors.js';
 import { birthMicros, encodeHandle, type HandleFields } from '../nfs/filehandle.js';
 import * as fsops from './fsops.js';
+import { payloadPool } from '../rpc/payload-pool.js';
 import { HandleIndex } from './handle-index.js';
 import { OpenFileCache } from './open-files.js';
 import { listingCookie, listingHas, orderCookies } from './cookies.js';
@@ -519,16 +520,22 @@ export class ExportStore {
     const size = node.stats.size;
     if (offset >= size || count === 0) return { data: Buffer.alloc(0), eof: offset >= size };
     const want = Math.min(count, size - offset);
-    const buf = Buffer.allocUnsafe(want);
+    // Lent by the pool: the transport gives it back once the reply carrying it has been written.
+    const buf = payloadPool.acquire(want);
     let got = 0;
-    await this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
-      // A short read before the size we saw means the file shrank; stop there.
-      while (got < want) {
-        const n = await fsops.read(fd, buf, got, want - got, offset + got);
-        if (n === 0) break;
-        got += n;
-      }
-    });
+    try {
+      await this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
+        // A short read before the size we saw means the file shrank; stop there.
+        while (got < want) {
+          const n = await fsops.read(fd, buf, got, want - got, offset + got);
+          if (n === 0) break;
+          got += n;
+        }
+      });
+    } catch (err) {
+      payloadPool.release(buf);
+      throw err;
+    }
     const data = got === want ? buf : buf.subarray(0, got);
     this.bytesRead += got;
     return { data, eof: offset + got >= size || got < want };

@@ -254,3 +254,21 @@ describe('updateTagIndex (our own changes, without reading the directory)', () =
     }
   });
 });
+
+describe('tag index size (cluster-tags.md "Cost")', () => {
+  it('keeps a group only for names with variants: a directory of plain names costs a set of names, not an object each', () => {
+    const plain = Array.from({ length: 1000 }, (_, i) => `file${i}`);
+    const index = buildTagIndex([...plain, 'hostname', 'hostname$$IP=10.0.0.7$$', '$$COW=IP$$']);
+    expect([...index.groups.keys()]).toEqual(['hostname']);
+    expect(index.groups.get('hostname')!.names).toEqual(['hostname', 'hostname$$IP=10.0.0.7$$']);
+    expect(index.masters.size).toBe(1001);
+    // Plain names still resolve and list as before: the directory's COW marker applies to them.
+    const c = clientView('10.0.0.9', null, 0, 0);
+    expect(resolveName(index, 'file5', c)).toMatchObject({ rule: 'cow', read: 'file5', cow: 'file5$$IP=10.0.0.9$$' });
+    expect(visibleBases(index, c)).toHaveLength(1001);
+    // A master removed and added back by our own change leaves no group behind.
+    const updated = updateTagIndex(updateTagIndex(index, 'file5', false), 'file5', true);
+    expect(updated.groups.has('file5')).toBe(false);
+    expect(resolveName(updated, 'file5', c).read).toBe('file5');
+  });
+});
