@@ -363,14 +363,12 @@ export class ExportStore {
   private async tryIndexed(fh: HandleFields): Promise<FsNode | null> {
     let rel: string | null;
     let parent = this.rootIno;
-    let name = '';
     if (fh.ino === this.rootIno) rel = '';
     else {
       const e = this.index.get(fh.ino);
       if (e === undefined || e.birth !== fh.birth) return null;
       rel = this.index.relPath(fh.ino);
       parent = e.parent;
-      name = e.name;
     }
     if (rel === null) return null;
     const parentRel = fh.ino === this.rootIno ? '' : parentPath(rel);

@@ -3,7 +3,7 @@
  * connects our own client to it — the quickest way to drive every procedure.
  */
 import { ExportTable, parseExports, quickExport, type ExportEntry } from '../../src/mount/exports.js';
-import { ClusterNfsServer } from '../../src/server/server.js';
+import { ClusterNfsServer, type ServerConfig } from '../../src/server/server.js';
 import { MountClient } from '../../src/client/mount-client.js';
 import { Nfs3Client } from '../../src/client/nfs3-client.js';
 import { RpcClient, type RpcClientOptions } from '../../src/client/rpc-client.js';
@@ -11,8 +11,9 @@ import { MOUNT_PROGRAM, MOUNT_V3 } from '../../src/mount/constants.js';
 
 export { ExportTable, parseExports, quickExport };
 
-export async function startServer(exports: ExportEntry[], stateDir: string | null): Promise<ClusterNfsServer> {
-  return ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir });
+/** `more`: the rest of the configuration (metrics port, cache sizes, limits, hosts files). */
+export async function startServer(exports: ExportEntry[], stateDir: string | null, more: Partial<ServerConfig> = {}): Promise<ClusterNfsServer> {
+  return ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir, ...more });
 }
 
 export interface Session {

@@ -11,14 +11,14 @@ import { Access, CreateMode, FType, NfsStat, StableHow } from '../../src/nfs/con
 import type { CacheOptions } from '../../src/cache/options.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { fsCallCounts, totalFsCalls } from '../../src/store/fsops.js';
-import { mountSession, quickExport, type Session } from '../helpers/inproc-server.js';
+import { mountSession, quickExport, type Session, startServer } from '../helpers/inproc-server.js';
 
 let work: string;
 let server: ClusterNfsServer;
 let s: Session;
 
 function start(root: string, cache: Partial<CacheOptions> = {}): Promise<ClusterNfsServer> {
-  return ClusterNfsServer.start({ exports: [quickExport(root)], bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, cache });
+  return startServer([quickExport(root)], null, { cache });
 }
 
 async function fh(rel: string): Promise<Buffer> {

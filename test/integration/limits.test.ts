@@ -13,7 +13,7 @@ import { RpcClient } from '../../src/client/rpc-client.js';
 import { NFS_PROGRAM, NfsStat } from '../../src/nfs/constants.js';
 import { lastFragmentHeader } from '../../src/rpc/record.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, quickExport, type Session } from '../helpers/inproc-server.js';
+import { mountSession, quickExport, type Session, startServer } from '../helpers/inproc-server.js';
 import { ServerProcess } from '../helpers/server-process.js';
 
 const LIMITS = {
@@ -36,13 +36,7 @@ let server: ClusterNfsServer;
 let s: Session;
 
 function start(limits: typeof LIMITS): Promise<ClusterNfsServer> {
-  return ClusterNfsServer.start({
-    exports: [quickExport(work)],
-    bind: '127.0.0.1',
-    nfsPort: 0,
-    mountPort: 0,
-    portmapPort: null,
-    stateDir: null,
+  return startServer([quickExport(work)], null, {
     metricsPort: 0,
     limits,
   });

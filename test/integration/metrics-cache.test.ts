@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NfsStat, StableHow } from '../../src/nfs/constants.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, quickExport, type Session } from '../helpers/inproc-server.js';
+import { mountSession, quickExport, type Session, startServer } from '../helpers/inproc-server.js';
 import { parsePromText, type Exposition } from '../helpers/prom-text.js';
 
 let work: string;
@@ -25,13 +25,7 @@ beforeAll(async () => {
   root = path.join(work, 'x<b>&"y');
   fs.mkdirSync(root);
   fs.writeFileSync(path.join(root, 'f'), 'x'.repeat(1000));
-  server = await ClusterNfsServer.start({
-    exports: [quickExport(root)],
-    bind: '127.0.0.1',
-    nfsPort: 0,
-    mountPort: 0,
-    portmapPort: null,
-    stateDir: null,
+  server = await startServer([quickExport(root)], null, {
     metricsPort: 0,
     metricsPerClient: 8,
   });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NfsStat } from '../../src/nfs/constants.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { mountSession, quickExport } from '../helpers/inproc-server.js';
+import { mountSession, quickExport, startServer } from '../helpers/inproc-server.js';
 
 let work: string;
 let server: ClusterNfsServer;
@@ -15,13 +15,7 @@ let server: ClusterNfsServer;
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-metrics-'));
   fs.writeFileSync(path.join(work, 'f'), 'x');
-  server = await ClusterNfsServer.start({
-    exports: [quickExport(work)],
-    bind: '127.0.0.1',
-    nfsPort: 0,
-    mountPort: 0,
-    portmapPort: null,
-    stateDir: null,
+  server = await startServer([quickExport(work)], null, {
     metricsPort: 0,
   });
 });

@@ -13,7 +13,7 @@ import { Remapper } from '../../src/remap/remapper.js';
 import { clientView } from '../../src/remap/resolve.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
 import { fsCallCounts } from '../../src/store/fsops.js';
-import { fhOf, mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, type Session, startServer } from '../helpers/inproc-server.js';
 
 const BIG = 20_000;
 let work: string;
@@ -41,7 +41,7 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(root, 'ipviews', 'e3$$COW=IP$$'), '');
   fs.writeFileSync(path.join(root, 'uidviews', 'e1$$UID=1000$$'), '');
   const exports = parseExports(`${root} 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`, 'remap-cost');
-  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, hostsFiles: [] });
+  server = await startServer(exports, null, { hostsFiles: [] });
   node = await mountSession(server, root, { localAddress: '127.0.0.11' });
   other = await mountSession(server, root, { localAddress: '127.0.0.12' });
 }, 120_000);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
+import { NfsStat } from '../../src/nfs/constants.js';
 import type { ClusterNfsServer } from '../../src/server/server.js';
 import { fhOf, mountSession, parseExports, startServer, type Session } from '../helpers/inproc-server.js';
 import { putFile } from '../helpers/tree.js';

@@ -12,7 +12,7 @@ import { CreateMode, FType, NfsStat } from '../../src/nfs/constants.js';
 import { Nfs3Client } from '../../src/client/nfs3-client.js';
 import { RpcClient } from '../../src/client/rpc-client.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { fhOf, mountSession, parseExports, type Session } from '../helpers/inproc-server.js';
+import { fhOf, mountSession, parseExports, type Session, startServer } from '../helpers/inproc-server.js';
 import { parsePromText } from '../helpers/prom-text.js';
 
 let work: string;
@@ -72,7 +72,7 @@ beforeAll(async () => {
     `${root} 127.0.0.1(rw,no_root_squash,insecure,cluster,cluster_admin) 127.0.0.0/8(rw,no_root_squash,insecure,cluster)\n`,
     'remap-test',
   );
-  server = await ClusterNfsServer.start({ exports, bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, metricsPort: 0, hostsFiles: [path.join(work, 'hosts')] });
+  server = await startServer(exports, null, { metricsPort: 0, hostsFiles: [path.join(work, 'hosts')] });
   for (const ip of NODE_IPS) nodes.push(await mountSession(server, root, { localAddress: ip }));
   admin = await mountSession(server, root, { localAddress: '127.0.0.1' });
   other = await mountSession(server, root, { localAddress: '127.0.0.14' });

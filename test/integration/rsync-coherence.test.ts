@@ -44,7 +44,7 @@ const NEW: Image = new Map([
 ]);
 
 function startServerWith(dir: string, cache: Partial<CacheOptions>): Promise<ClusterNfsServer> {
-  return ClusterNfsServer.start({ exports: [quickExport(dir)], bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: null, cache });
+  return startServer([quickExport(dir)], null, { cache });
 }
 
 const DELETED = ['etc/old.conf', 'usr/lib/libold.so', 'var/gone/file', 'var/gone'];
