@@ -12,6 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { createNetns, destroyNetns } from './netns.js';
 import type { TargetInfo } from './protocol.js';
 
+/** Every server's whole output also goes to this file when set (the report keeps only its end). */
+const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
+
 /** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
 const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
 
@@ -80,6 +83,7 @@ export abstract class ServerUnderTest {
     for (const stream of [c.stdout, c.stderr]) {
       if (!stream) continue;
       readline.createInterface({ input: stream }).on('line', (l) => {
+        if (LOG_COPY) fs.appendFileSync(LOG_COPY, `${this.name}: ${l}\n`);
         if (this.log.length > 2000) this.log.splice(0, 1000);
         this.log.push(l);
         onLine?.(l);
@@ -101,7 +105,9 @@ export class ClusterNfs extends ServerUnderTest {
     const s = new ClusterNfs(createNetns(`${NETNS_PREFIX}-cnfs`), root);
     registry.add(s);
     const prof = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-    const args = [...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
+    // Node/V8 flags for clusternfs alone (e.g. --trace-gc), to study it under the same load.
+    const extra = (process.env.BENCH_CLUSTERNFS_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+    const args = [...extra, ...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
     s.child = spawn('ip', ['netns', 'exec', s.ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`clusternfs not ready in 20 s:\n${s.log.join('\n')}`)), 20_000);

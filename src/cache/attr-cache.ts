@@ -96,6 +96,8 @@ export class AttrCache {
   private readonly lru: LRUCache<number, number>;
   private readonly f64: Float64Array[] = [];
   private readonly u32: Uint32Array[] = [];
+  /** 1 once a slot has been materialized: the next materialization makes it hot. */
+  private readonly seen: Uint8Array[] = [];
   /** slot → materialized node (a Map, not an array per slot: 8 MB less at 1M), dropped FIFO by the ring. */
   private readonly hot = new Map<number, HotNode>();
   private readonly hotRing: Int32Array;
@@ -157,7 +159,7 @@ export class AttrCache {
     return (this.u32[slot >>> CHUNK_BITS][(slot & MASK) * U32_FIELDS + U_MODE] & 0o170000) === 0o040000;
   }
 
-  /** Builds the node of `slot` at path `rel` and keeps it as a hot node. */
+  /** Builds the node of `slot` at path `rel`; keeps it as a hot node if it was built before. */
   materialize(slot: number, ino: number, rel: string, gen: number): FsNode {
     const f = this.f64[slot >>> CHUNK_BITS];
     const o = (slot & MASK) * F64_FIELDS;
@@ -180,7 +182,12 @@ export class AttrCache {
       f[o + F_BIRTH] / 1000,
     ) as unknown as fs.Stats;
     const node: FsNode = { ino, birth: f[o + F_BIRTH], rel, stats };
-    this.keepHot(slot, node, gen);
+    // Hot from the second hit on: an object hit once (a scan, a boot's one GETATTR after its
+    // LOOKUP) would otherwise keep its node in the ring for the next 16,384 hits, long enough to
+    // be promoted to V8's old space and die there, which is what lets the heap grow.
+    const seen = this.seen[slot >>> CHUNK_BITS];
+    if (seen[slot & MASK] !== 0 || this.hot.has(slot)) this.keepHot(slot, node, gen);
+    else seen[slot & MASK] = 1;
     return node;
   }
 
@@ -210,6 +217,7 @@ export class AttrCache {
     let slot = this.lru.get(node.ino);
     if (slot === undefined) {
       slot = this.allocate();
+      this.seen[slot >>> CHUNK_BITS][slot & MASK] = 0;
       this.lru.set(node.ino, slot);
     }
     const f = this.f64[slot >>> CHUNK_BITS];
@@ -229,10 +237,9 @@ export class AttrCache {
     u[p + U_GID] = st.gid;
     u[p + U_DEV] = st.dev;
     u[p + U_RDEV] = st.rdev;
-    // A fill does not make the node hot: only a second access does (materialize). A scan that
-    // looks up a million objects once (rsync, a boot, mem-1m) would otherwise keep each fresh
-    // fs.Stats with its Dates alive for the next 16,384 fills: long enough to be promoted to V8's
-    // old space as garbage, ~1.5 KB per object, which let the heap grow to twice its live size.
+    // A fill does not make the node hot (see materialize): a scan that looks up a million objects
+    // once (rsync, a boot, mem-1m) would otherwise keep each fresh fs.Stats with its Dates alive
+    // for the next 16,384 fills, to be promoted to V8's old space and die there (~1.5 KB each).
     const h = this.hot.get(slot);
     if (h !== undefined) {
       h.node = node;
@@ -271,6 +278,7 @@ export class AttrCache {
     if ((slot & MASK) === 0) {
       this.f64.push(new Float64Array(CHUNK * F64_FIELDS));
       this.u32.push(new Uint32Array(CHUNK * U32_FIELDS));
+      this.seen.push(new Uint8Array(CHUNK));
     }
     return slot;
   }

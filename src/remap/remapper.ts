@@ -297,7 +297,7 @@ export class Remapper {
     // Names only: one readdir, not the stat per entry a full listing costs (a LOOKUP storm
     // over /usr/lib must not stat thousands of files).
     const builtAt = Date.now();
-    const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)));
+    const index = buildTagIndex(await fsops.readdir(store.abs(dir.rel)), true);
     this.stats.index.builds++;
     const entry: IndexEntry = { store, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, index, viewBy: VIEW_BY_UNKNOWN, builtAt, begun: 0, ended: 0, version: 0, viewGen: nextViewGen++ };
     this.indexes.set(dir.ino, entry);
@@ -354,8 +354,14 @@ export class Remapper {
       this.indexes.delete(change.ino);
       return;
     }
-    if (removed !== null) e.index = updateTagIndex(e.index, removed, false);
-    if (added !== null) e.index = updateTagIndex(e.index, added, true);
+    const afterRemoval = removed === null ? e.index : updateTagIndex(e.index, removed, false);
+    const next = added === null || afterRemoval === null ? afterRemoval : updateTagIndex(afterRemoval, added, true);
+    if (next === null) {
+      // A tag appeared in a directory whose lean index kept no names: read it again.
+      this.indexes.delete(change.ino);
+      return;
+    }
+    e.index = next;
     e.mtimeMs = after.mtimeMs;
     e.ctimeMs = after.ctimeMs;
     e.version++;

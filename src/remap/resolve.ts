@@ -121,8 +121,12 @@ export interface TagIndex {
    * an image is almost all plain names (a million of them took 365 MB that way).
    */
   groups: Map<string, BaseGroup>;
-  /** Every plain (untagged) entry name: the masters, with or without variants. */
-  masters: Set<string>;
+  /**
+   * Every plain (untagged) entry name: the masters, with or without variants. Null in an index
+   * built `lean` for a directory without tags: nothing is remapped there, and the server's copy
+   * of every plain name of an image (a million strings) bought nothing but memory.
+   */
+  masters: Set<string> | null;
   /** Directory markers. */
   create: VariantBy | null;
   always: VariantBy | null;
@@ -132,7 +136,7 @@ export interface TagIndex {
 }
 
 function newGroup(index: TagIndex, base: string): BaseGroup {
-  const master = index.masters.has(base);
+  const master = index.masters?.has(base) === true;
   return { base, master, byIp: null, byHost: null, subnets: null, hostPrefixes: null, byUid: null, byGid: null, client: null, create: null, always: null, cow: null, names: master ? [base] : [] };
 }
 
@@ -178,11 +182,19 @@ function addVariant(g: BaseGroup, name: string, tag: Tag): void {
   }
 }
 
-/** Builds a directory's index from its entry names ('.' and '..' are ignored). */
-export function buildTagIndex(names: Iterable<string>): TagIndex {
+/**
+ * Builds a directory's index from its entry names ('.' and '..' are ignored). `lean`: when no
+ * name is tagged, keep no names at all (masters null; see TagIndex): for the server, which
+ * resolves only in tagged directories and reads the directory again when a tag appears.
+ */
+export function buildTagIndex(names: Iterable<string>, lean = false): TagIndex {
+  const all = [...names];
+  if (lean && !all.some((n) => n.includes('$$') && parseEntryName(n) !== null)) {
+    return { tagged: false, groups: new Map(), masters: null, create: null, always: null, cow: null, markers: [] };
+  }
   const index: TagIndex = { tagged: false, groups: new Map(), masters: new Set(), create: null, always: null, cow: null, markers: [] };
   // Sorted so that duplicates (IP= and CLIENT= of one address) resolve the same way every time.
-  const sorted = [...names].filter((n) => n !== '.' && n !== '..').sort();
+  const sorted = all.filter((n) => n !== '.' && n !== '..').sort();
   for (const name of sorted) addName(index, name, name.includes('$$') ? parseEntryName(name) : null);
   for (const g of index.groups.values()) sortPrefixes(g);
   return index;
@@ -191,7 +203,7 @@ export function buildTagIndex(names: Iterable<string>): TagIndex {
 /** One entry name into the index (names come in sorted order; see buildTagIndex). */
 function addName(index: TagIndex, name: string, parsed: ReturnType<typeof parseEntryName>): void {
   if (parsed === null) {
-    index.masters.add(name);
+    index.masters?.add(name);
     // Names come sorted, so the plain name comes before its tagged ones: a group made later by
     // a tagged name picks the master up from `masters`.
     const g = index.groups.get(name);
@@ -225,10 +237,12 @@ function sortPrefixes(g: BaseGroup): void {
  * names, so duplicates resolve as buildTagIndex has them); a directory marker rebuilds the index
  * from the names it holds. Returns the index to keep (the same object unless a marker changed).
  * `tagged` stays true once set: resolving a directory without tags is correct, only slower.
+ * Null when a lean index (no names kept) got a tagged name: read the directory again.
  */
-export function updateTagIndex(index: TagIndex, name: string, present: boolean): TagIndex {
+export function updateTagIndex(index: TagIndex, name: string, present: boolean): TagIndex | null {
   if (name === '.' || name === '..') return index;
   const parsed = name.includes('$$') ? parseEntryName(name) : null;
+  if (index.masters === null) return parsed === null ? index : null;
   if (parsed !== null && parsed.base !== '') {
     const old = index.groups.get(parsed.base);
     const names = (old?.names ?? []).filter((n) => n !== name && n.includes('$$'));
@@ -291,10 +305,11 @@ function matchVariant(g: BaseGroup, c: ClientView): { name: string; rule: Rule }
 export function resolveName(index: TagIndex, name: string, c: ClientView): Resolution {
   const master = masterOf(name);
   if (master !== null) {
-    return { rule: 'master-explicit', read: index.masters.has(master) ? master : null, create: master, cow: null };
+    return { rule: 'master-explicit', read: index.masters === null || index.masters.has(master) ? master : null, create: master, cow: null };
   }
   const g = index.groups.get(name);
-  const hasMaster = index.masters.has(name);
+  // A lean index keeps no plain names: there the name stands for itself, if it exists.
+  const hasMaster = index.masters === null || index.masters.has(name);
   if (g !== undefined) {
     const v = matchVariant(g, c);
     if (v !== null) return { rule: v.rule, read: v.name, create: v.name, cow: null };
@@ -338,7 +353,7 @@ export function visibleBases(index: TagIndex, c: ClientView, applies: (base: str
     if (r.read !== null) out.push({ base: g.base, entry: r.read, rule: r.rule });
   }
   // Plain names without variants: the directory's markers alone decide (ALWAYS hides them).
-  for (const n of index.masters) {
+  for (const n of index.masters ?? []) {
     if (index.groups.has(n)) continue;
     if (!applies(n)) {
       out.push({ base: n, entry: n, rule: 'none' });

@@ -31,7 +31,7 @@ export function toFsPath(bytePath: string): Buffer {
 
 export function lstat(bytePath: string): Promise<fs.Stats> {
   fsCallCounts.lstat++;
-  return fsp.lstat(toFsPath(bytePath));
+  return new Promise((resolve, reject) => fs.lstat(toFsPath(bytePath), (err, st) => (err ? reject(err) : resolve(st))));
 }
 
 export function fstat(fd: number): Promise<fs.Stats> {

@@ -23,6 +23,51 @@ const HEADER = 1 + 8 + 8 + 8 + 2;
 /** Longest parent chain we follow; deeper means a cycle from a corrupt log. */
 const MAX_DEPTH = 4096;
 
+/**
+ * Records not yet appended, written straight into one growing buffer: a LOOKUP storm adds an
+ * entry per new object, and a Buffer per record (held until the batch is written) was garbage
+ * that lived long enough to be promoted to V8's old space.
+ */
+class RecordBuffer {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  private len = 0;
+
+  get length(): number {
+    return this.len;
+  }
+
+  put(type: number, ino: number, birth: number, parent: number, name: string): void {
+    const nameLen = type === REC_SET ? Buffer.byteLength(name, 'latin1') : 0;
+    const need = this.len + HEADER + nameLen;
+    if (need > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, this.buf.length * 2));
+      this.buf.copy(bigger, 0, 0, this.len);
+      this.buf = bigger;
+    }
+    const b = this.buf;
+    const at = this.len;
+    b.fill(0, at, at + HEADER);
+    b[at] = type;
+    writeU64At(b, at + 1, ino);
+    if (type === REC_SET) {
+      writeU64At(b, at + 9, birth);
+      writeU64At(b, at + 17, parent);
+      b.writeUInt16BE(nameLen, at + 25);
+      b.write(name, at + HEADER, 'latin1');
+    }
+    this.len = need;
+  }
+
+  /** A copy of the records so far (the buffer is reused while the copy is written); empties it. */
+  take(): Buffer {
+    const out = Buffer.from(this.buf.subarray(0, this.len));
+    this.len = 0;
+    // A burst may have grown the buffer a lot; do not keep that much forever.
+    if (this.buf.length > 1024 * 1024) this.buf = Buffer.allocUnsafe(64 * 1024);
+    return out;
+  }
+}
+
 export interface IndexEntry {
   birth: number;
   parent: number;
@@ -32,7 +77,7 @@ export interface IndexEntry {
 export class HandleIndex {
   private readonly entries = new IndexTable();
   private readonly file: string | null;
-  private pending: Buffer[] = [];
+  private readonly pending = new RecordBuffer();
   private flushTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   /** Bumped on every rename/delete: cached paths of an older generation are recomputed. */
@@ -91,25 +136,14 @@ export class HandleIndex {
 
   private async compact(): Promise<void> {
     if (this.file === null) return;
-    const parts: Buffer[] = [];
-    for (const ino of this.entries.inodes()) parts.push(this.record(REC_SET, ino, this.get(ino)!));
-    const tmp = `${this.file}.tmp`;
-    await fsp.writeFile(tmp, Buffer.concat(parts), { mode: 0o600 });
-    await fsp.rename(tmp, this.file);
-  }
-
-  private record(type: number, ino: number, e: IndexEntry | null): Buffer {
-    const nameLen = e ? Buffer.byteLength(e.name, 'latin1') : 0;
-    const buf = Buffer.alloc(HEADER + nameLen);
-    buf[0] = type;
-    writeU64At(buf, 1, ino);
-    if (e) {
-      writeU64At(buf, 9, e.birth);
-      writeU64At(buf, 17, e.parent);
-      buf.writeUInt16BE(nameLen, 25);
-      buf.write(e.name, HEADER, 'latin1');
+    const all = new RecordBuffer();
+    for (const ino of this.entries.inodes()) {
+      const e = this.get(ino)!;
+      all.put(REC_SET, ino, e.birth, e.parent, e.name);
     }
-    return buf;
+    const tmp = `${this.file}.tmp`;
+    await fsp.writeFile(tmp, all.take(), { mode: 0o600 });
+    await fsp.rename(tmp, this.file);
   }
 
   get size(): number {
@@ -154,13 +188,13 @@ export class HandleIndex {
     const previous = t.findChild(parent, name);
     if (previous >= 0 && t.inoOf(previous) !== ino) this.delete(t.inoOf(previous));
     this.entries.set(ino, birth, parent, name);
-    this.append(this.record(REC_SET, ino, { birth, parent, name }));
+    this.append(REC_SET, ino, birth, parent, name);
   }
 
   delete(ino: number): void {
     if (!this.entries.delete(ino)) return;
     this.generation++;
-    this.append(this.record(REC_DEL, ino, null));
+    this.append(REC_DEL, ino, 0, 0, '');
   }
 
   /** Path of `ino` relative to the export root as a byte string ('' for the root), or null. */
@@ -183,9 +217,9 @@ export class HandleIndex {
     return rel;
   }
 
-  private append(rec: Buffer): void {
+  private append(type: number, ino: number, birth: number, parent: number, name: string): void {
     if (this.file === null) return;
-    this.pending.push(rec);
+    this.pending.put(type, ino, birth, parent, name);
     // Batched: one append per 20 ms at most. A crash loses at most that window, which the
     // store's walk recovers.
     if (this.flushTimer === null) this.flushTimer = setTimeout(() => void this.flush(), 20);
@@ -197,8 +231,7 @@ export class HandleIndex {
       this.flushTimer = null;
     }
     if (this.file === null || this.pending.length === 0) return this.flushing;
-    const data = Buffer.concat(this.pending);
-    this.pending = [];
+    const data = this.pending.take();
     const file = this.file;
     this.flushing = this.flushing.then(() =>
       fsp.appendFile(file, data, { mode: 0o600 }).catch((err) => log.error({ err, file }, 'cannot append to handle index')),
@@ -211,7 +244,6 @@ export class HandleIndex {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     if (this.file === null || this.pending.length === 0) return;
-    fs.appendFileSync(this.file, Buffer.concat(this.pending), { mode: 0o600 });
-    this.pending = [];
+    fs.appendFileSync(this.file, this.pending.take(), { mode: 0o600 });
   }
 }

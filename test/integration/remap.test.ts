@@ -310,6 +310,25 @@ describe('writes under markers', () => {
     expect(fs.readFileSync(path.join(root, 'var/spool/messages'), 'utf8')).toBe('master log\n');
   });
 
+  it('a directory without tags: rule 1 reads the master, and a variant made through NFS is seen at once', async () => {
+    // The server keeps no names for a directory without tags; the first tag must make it read
+    // the directory again, though our own change leaves no mtime for it to notice later.
+    expect(await cat(nodes[0], 'scratch/keep')).toBe('k\n');
+    expect(await cat(nodes[0], 'scratch/keep$$$$')).toBe('k\n');
+    const scratch = await fhOf(nodes[0], 'scratch');
+    expect((await nodes[0].nfs.lookup(scratch, 'gone$$$$')).status).toBe(NfsStat.NOENT);
+    expect(await names(nodes[0], 'scratch')).toEqual(['keep']);
+    const c = await admin.nfs.create(await fhOf(admin, 'scratch'), 'keep$$IP=127.0.0.11$$', { mode: 0o644 }, CreateMode.GUARDED);
+    expect(c.status).toBe(NfsStat.OK);
+    expect((await admin.nfs.write(c.fh!, 0, Buffer.from('k of 11\n'))).status).toBe(NfsStat.OK);
+    expect(await cat(nodes[0], 'scratch/keep')).toBe('k of 11\n');
+    expect(await cat(nodes[1], 'scratch/keep')).toBe('k\n');
+    expect(await cat(nodes[0], 'scratch/keep$$$$')).toBe('k\n');
+    expect(await names(nodes[0], 'scratch')).toEqual(['keep']);
+    expect((await admin.nfs.remove(await fhOf(admin, 'scratch'), 'keep$$IP=127.0.0.11$$')).status).toBe(NfsStat.OK);
+    expect(await cat(nodes[0], 'scratch/keep')).toBe('k\n');
+  });
+
   it('$$ALWAYS=IP$$: the node\'s variant even when only the master exists, so a create lands there', async () => {
     const run = await fhOf(nodes[0], 'run');
     expect((await nodes[0].nfs.lookup(run, 'pid')).status).toBe(NfsStat.NOENT);

@@ -39,7 +39,10 @@ describe('AttrCache hot set', () => {
       expect(again.stats.mtimeMs).toBe(n.stats.mtimeMs);
       expect(again.stats.isFile()).toBe(true);
     }
-    // Accessed twice: hot, up to the ring's size.
+    // Hit once (a LOOKUP then one GETATTR, as in a scan): still not kept.
+    expect(cache.hotSize).toBe(0);
+    for (const n of nodes) cache.materialize(cache.probe(n.ino, n.birth, Date.now()), n.ino, n.rel, 0);
+    // Hit twice: hot, up to the ring's size.
     expect(cache.hotSize).toBe(64);
   });
 
@@ -49,6 +52,7 @@ describe('AttrCache hot set', () => {
     const until = Date.now() + 60_000;
     cache.store(a, until, 0);
     const slot = cache.probe(a.ino, a.birth, Date.now());
+    cache.materialize(slot, a.ino, a.rel, 0);
     const hot = cache.materialize(slot, a.ino, a.rel, 0);
     expect(cache.hotNode(cache.probe(a.ino, a.birth, Date.now()), 0)).toBe(hot);
     fs.writeFileSync(path.join(dir, a.rel), 'longer');
@@ -58,6 +62,24 @@ describe('AttrCache hot set', () => {
     const now = cache.hotNode(cache.probe(a.ino, a.birth, Date.now()), 0);
     expect(now).toBe(fresh);
     expect(now!.stats.size).toBe(6);
+    expect(cache.hotSize).toBe(1);
+  });
+
+  it('forgets that a slot was hit when the slot is reused for another object', () => {
+    const [a, b] = filled(2);
+    const cache = new AttrCache({ maxEntries: 1000, maxBytes: 1 << 20, hotNodes: 64 });
+    const until = Date.now() + 60_000;
+    cache.store(a, until, 0);
+    const slot = cache.probe(a.ino, a.birth, Date.now());
+    cache.materialize(slot, a.ino, a.rel, 0);
+    cache.delete(a.ino);
+    cache.store(b, until, 0);
+    const reused = cache.probe(b.ino, b.birth, Date.now());
+    expect(reused).toBe(slot);
+    // b's first hit: not hot, although a was hit once in this slot before.
+    cache.materialize(reused, b.ino, b.rel, 0);
+    expect(cache.hotSize).toBe(0);
+    cache.materialize(reused, b.ino, b.rel, 0);
     expect(cache.hotSize).toBe(1);
   });
 });

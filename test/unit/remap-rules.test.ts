@@ -249,7 +249,7 @@ describe('updateTagIndex (our own changes, without reading the directory)', () =
       const present = !names.has(name);
       if (present) names.add(name);
       else names.delete(name);
-      index = updateTagIndex(index, name, present);
+      index = updateTagIndex(index, name, present)!; // only a lean index asks for a reread (null)
       sameAnswers(index, names);
     }
   });
@@ -261,14 +261,34 @@ describe('tag index size (cluster-tags.md "Cost")', () => {
     const index = buildTagIndex([...plain, 'hostname', 'hostname$$IP=10.0.0.7$$', '$$COW=IP$$']);
     expect([...index.groups.keys()]).toEqual(['hostname']);
     expect(index.groups.get('hostname')!.names).toEqual(['hostname', 'hostname$$IP=10.0.0.7$$']);
-    expect(index.masters.size).toBe(1001);
+    expect(index.masters!.size).toBe(1001);
     // Plain names still resolve and list as before: the directory's COW marker applies to them.
     const c = clientView('10.0.0.9', null, 0, 0);
     expect(resolveName(index, 'file5', c)).toMatchObject({ rule: 'cow', read: 'file5', cow: 'file5$$IP=10.0.0.9$$' });
     expect(visibleBases(index, c)).toHaveLength(1001);
     // A master removed and added back by our own change leaves no group behind.
-    const updated = updateTagIndex(updateTagIndex(index, 'file5', false), 'file5', true);
+    const updated = updateTagIndex(updateTagIndex(index, 'file5', false)!, 'file5', true)!;
     expect(updated.groups.has('file5')).toBe(false);
     expect(resolveName(updated, 'file5', c).read).toBe('file5');
+  });
+
+  it('a lean index of a directory without tags keeps no names, and resolves each name to itself', () => {
+    const plain = Array.from({ length: 1000 }, (_, i) => `file${i}`);
+    const index = buildTagIndex([...plain, 'price$$5'], true);
+    expect(index.tagged).toBe(false);
+    expect(index.masters).toBeNull();
+    expect(index.groups.size).toBe(0);
+    expect(resolveName(index, 'file5', n7)).toMatchObject({ rule: 'master', read: 'file5' });
+    // Rule 1: the master, whether it exists is the file system's to say.
+    expect(resolveName(index, 'file5$$$$', n7)).toMatchObject({ rule: 'master-explicit', read: 'file5' });
+    // Plain names come and go without a reread; the first tag asks for one (null).
+    expect(updateTagIndex(index, 'file1000', true)).toBe(index);
+    expect(updateTagIndex(index, 'file5', false)).toBe(index);
+    expect(updateTagIndex(index, 'file5$$IP=10.0.0.7$$', true)).toBeNull();
+    expect(updateTagIndex(index, '$$COW=IP$$', true)).toBeNull();
+    // A directory with a tag gets the whole index, lean or not.
+    const tagged = buildTagIndex([...plain, 'file5$$IP=10.0.0.7$$'], true);
+    expect(tagged.masters!.size).toBe(1000);
+    expect(resolveName(tagged, 'file5', n7).read).toBe('file5$$IP=10.0.0.7$$');
   });
 });
