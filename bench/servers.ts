@@ -15,6 +15,12 @@ import type { TargetInfo } from './protocol.js';
 /** Every server's whole output also goes to this file when set (the report keeps only its end). */
 const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
 
+/**
+ * How `npm start` and the clusternfs command (its shebang) run node: a 4 MB young generation
+ * instead of 16 MB, ~22 MB less RSS in mem-1m at no measured cost in ops/s (README, Memory).
+ */
+const NODE_FLAGS = ['--max-semi-space-size=4'];
+
 /** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
 const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
 
@@ -107,7 +113,7 @@ export class ClusterNfs extends ServerUnderTest {
     const prof = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
     // Node/V8 flags for clusternfs alone (e.g. --trace-gc), to study it under the same load.
     const extra = (process.env.BENCH_CLUSTERNFS_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
-    const args = [...extra, ...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
+    const args = [...NODE_FLAGS, ...extra, ...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
     s.child = spawn('ip', ['netns', 'exec', s.ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`clusternfs not ready in 20 s:\n${s.log.join('\n')}`)), 20_000);

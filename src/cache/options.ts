@@ -19,6 +19,10 @@ export interface CacheOptions {
    * kernel dropped (queue overflow under a huge rsync), not the way changes normally arrive.
    */
   maxAgeMs: number;
+  /** Memory for whole small files served from memory to READ (0: none); see content-cache.ts. */
+  contentBytes: number;
+  /** Files up to this size are kept whole; larger ones are always read from the file system. */
+  contentFileBytes: number;
 }
 
 export const DEFAULT_CACHE_OPTIONS: CacheOptions = {
@@ -29,4 +33,6 @@ export const DEFAULT_CACHE_OPTIONS: CacheOptions = {
   watchMax: 65_536,
   ttlMs: 500,
   maxAgeMs: 60_000,
+  contentBytes: 64 * 1024 * 1024,
+  contentFileBytes: 1024 * 1024,
 };

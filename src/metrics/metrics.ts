@@ -206,6 +206,8 @@ export class ServerMetrics implements CallObserver {
     for (const s of stores) {
       this.registerCache('attr', s.attrs.counters);
       this.registerCache('listing', s.listingCounters);
+      this.registerCache('content', s.content.counters);
+      this.registerCache('symlink', s.content.linkCounters);
     }
     const cacheValues = (field: 'hits' | 'misses' | 'evictions' | 'invalidations' | 'entries') =>
       function* (this: ServerMetrics): Iterable<[Record<string, string>, number]> {

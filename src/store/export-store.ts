@@ -24,6 +24,7 @@ import { OpenFileCache } from './open-files.js';
 import { listingCookie, listingHas, orderCookies } from './cookies.js';
 import { makeNode } from './mknod.js';
 import { AttrCache } from '../cache/attr-cache.js';
+import { ContentCache } from '../cache/content-cache.js';
 import { newCounters, type CacheCounters } from '../cache/counters.js';
 import { DirWatcher } from '../cache/dir-watcher.js';
 import { DEFAULT_CACHE_OPTIONS, type CacheOptions } from '../cache/options.js';
@@ -106,6 +107,8 @@ export class ExportStore {
   private readonly listings: LRUCache<number, DirListing>;
   /** Attributes by inode, and the name → child entries of cached objects. */
   readonly attrs: AttrCache;
+  /** Whole small files and symlink targets, kept as true as the attributes (content-cache.ts). */
+  readonly content: ContentCache;
   readonly listingCounters: CacheCounters;
   readonly watcher: DirWatcher;
   private readonly cacheOpts: CacheOptions;
@@ -129,6 +132,7 @@ export class ExportStore {
     const c = { ...DEFAULT_CACHE_OPTIONS, ...opts.cache };
     this.cacheOpts = c;
     this.attrs = new AttrCache({ maxEntries: c.attrEntries, maxBytes: c.attrBytes });
+    this.content = new ContentCache(c.contentBytes, c.contentFileBytes);
     this.listingCounters = newCounters(() => this.listings.size);
     this.listings = new LRUCache<number, DirListing>({
       max: Math.max(1, c.listingEntries),
@@ -209,7 +213,7 @@ export class ExportStore {
     if (hot !== undefined) return hot;
     const rel = ino === this.rootIno ? '' : this.index.relPath(ino);
     if (rel === null) {
-      this.attrs.delete(ino);
+      this.drop(ino);
       return null;
     }
     return this.attrs.materialize(slot, ino, rel, gen);
@@ -287,6 +291,12 @@ export class ExportStore {
     return node;
   }
 
+  /** `ino` changed or went: its attributes and content are read again next time. */
+  private drop(ino: number): void {
+    this.attrs.delete(ino);
+    this.content.delete(ino);
+  }
+
   private remember(node: FsNode, trusted: boolean): void {
     const until = Date.now() + (trusted ? this.cacheOpts.maxAgeMs : this.cacheOpts.ttlMs);
     this.attrs.store(node, until, this.index.pathGeneration);
@@ -295,17 +305,17 @@ export class ExportStore {
   /** Our own change to `ino`: its attributes are read again next time. */
   private invalidate(ino: number): void {
     this.epochs[this.bucket(this.parentOf(ino))]++;
-    this.attrs.delete(ino);
+    this.drop(ino);
   }
 
   /** Our own change to directory `dir`'s entry `name` (and so its mtime): attributes and listing go. */
   private invalidateDir(dir: number, name: string): void {
     this.epochs[this.bucket(dir)]++;
     this.epochs[this.bucket(this.parentOf(dir))]++;
-    this.attrs.delete(dir);
+    this.drop(dir);
     this.listings.delete(dir);
     const child = this.index.childOf(dir, name);
-    if (child >= 0) this.attrs.delete(child);
+    if (child >= 0) this.drop(child);
   }
 
   /**
@@ -320,7 +330,7 @@ export class ExportStore {
     // running now may have read the mtime from before this event.
     this.epochs[this.bucket(dir)]++;
     this.epochs[this.bucket(this.parentOf(dir))]++;
-    this.attrs.delete(dir);
+    this.drop(dir);
     this.listings.delete(dir);
     const child = this.index.childOf(dir, name);
     if (child < 0) return;
@@ -330,6 +340,7 @@ export class ExportStore {
       this.listings.delete(child);
       for (let i = 0; i < EPOCH_BUCKETS; i++) this.epochs[i]++;
       this.attrs.clear();
+      this.content.clear();
     }
     // A descriptor of a replaced or deleted file would keep serving the old content (a write
     // in place, ours included, leaves the inode and its descriptors valid).
@@ -337,7 +348,7 @@ export class ExportStore {
       this.openFiles.invalidate(child, birth);
       this.writeFiles.invalidate(child, birth);
     }
-    this.attrs.delete(child);
+    this.drop(child);
   }
 
   // ---- handles -----------------------------------------------------------------------------------
@@ -510,7 +521,11 @@ export class ExportStore {
   }
 
   async readlink(node: FsNode): Promise<Buffer> {
-    return fsops.readlink(this.abs(node.rel));
+    const known = this.content.linkTarget(node.ino, node.birth);
+    if (known !== undefined) return known;
+    const target = await fsops.readlink(this.abs(node.rel));
+    this.content.rememberLink(node.ino, node.birth, target);
+    return target;
   }
 
   /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
@@ -518,6 +533,16 @@ export class ExportStore {
     const size = node.stats.size;
     if (offset >= size || count === 0) return { data: Buffer.alloc(0), eof: offset >= size };
     const want = Math.min(count, size - offset);
+    if (this.content.holds(size)) {
+      const st = node.stats;
+      const cached = this.content.file({ ino: node.ino, birth: node.birth, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, size }, () => this.loadWhole(node));
+      const whole = cached instanceof Promise ? await cached : cached;
+      if (whole !== null) {
+        // A view of the cached file: the pool does not take it back, nothing writes to it.
+        this.bytesRead += want;
+        return { data: whole.subarray(offset, offset + want), eof: offset + want >= size };
+      }
+    }
     // Lent by the pool: the transport gives it back once the reply carrying it has been written.
     const buf = payloadPool.acquire(want);
     let got = 0;
@@ -537,6 +562,22 @@ export class ExportStore {
     const data = got === want ? buf : buf.subarray(0, got);
     this.bytesRead += got;
     return { data, eof: offset + got >= size || got < want };
+  }
+
+  /** The whole file, or null when it no longer had the size `node` says (it changed meanwhile). */
+  private async loadWhole(node: FsNode): Promise<Buffer | null> {
+    const size = node.stats.size;
+    // Not from the READ pool: this Buffer is kept, and slices of it go out in many replies.
+    const buf = Buffer.allocUnsafeSlow(size);
+    let got = 0;
+    await this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
+      while (got < size) {
+        const n = await fsops.read(fd, buf, got, size - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+    });
+    return got === size ? buf : null;
   }
 
   /** The directory's entries with stable cookies, read again only when the directory changed. */
@@ -659,6 +700,8 @@ export class ExportStore {
   }
 
   async mkdir(dir: FsNode, name: string, mode: number, owner: Owner): Promise<FsNode> {
+    // A booting client MKDIRs /proc, /sys, /dev every time; what the cache knows exists needs no syscall.
+    if (this.lookupCached(dir, name) !== null) throw new NfsError(NfsStat.EXIST, 'exists (cached)');
     await fsops.mkdir(this.abs(this.childRel(dir, name)), mode);
     this.invalidateDir(dir.ino, name);
     return this.adopt(dir, name, owner);

@@ -1,0 +1,146 @@
+/**
+ * Small files and symlink targets served from memory (src/cache/content-cache.ts), through two
+ * simulated nodes: the second node's READs and READLINKs make no file-system call, every byte
+ * and eof is what the file holds, and a change — ours or behind our back — is what the next
+ * READ returns. MKDIR of a name the cache knows is EXIST without a call.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NfsStat } from '../../src/nfs/constants.js';
+import { ClusterNfsServer } from '../../src/server/server.js';
+import { fsCallCounts, totalFsCalls } from '../../src/store/fsops.js';
+import { mountSession, quickExport, type Session, startServer } from '../helpers/inproc-server.js';
+
+let work: string;
+let server: ClusterNfsServer;
+let a: Session;
+let b: Session;
+
+function pattern(size: number, seed: number): Buffer {
+  const buf = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) buf[i] = (i * 31 + seed) & 0xff;
+  return buf;
+}
+
+async function fh(s: Session, rel: string): Promise<Buffer> {
+  const r = await s.nfs.lookupPath(s.root, rel);
+  expect(r.status, rel).toBe(NfsStat.OK);
+  return r.fh!;
+}
+
+/** READs the whole file in `chunk`-byte calls; checks eof is set on the last one only. */
+async function readChunks(s: Session, handle: Buffer, chunk: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (let off = 0; ; off += chunk) {
+    const r = await s.nfs.read(handle, off, chunk);
+    expect(r.status).toBe(NfsStat.OK);
+    parts.push(Buffer.from(r.data));
+    if (r.eof) break;
+    expect(r.count).toBe(chunk);
+  }
+  return Buffer.concat(parts);
+}
+
+async function eventually(check: () => Promise<boolean>, ms = 3000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error('not seen in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+beforeAll(async () => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-content-'));
+  fs.mkdirSync(path.join(work, 'lib'));
+  fs.writeFileSync(path.join(work, 'lib', 'small.so'), pattern(200_000, 1));
+  fs.writeFileSync(path.join(work, 'lib', 'big.img'), pattern(1024 * 1024 + 1, 2));
+  fs.symlinkSync('small.so', path.join(work, 'lib', 'link.so'));
+  fs.mkdirSync(path.join(work, 'proc'));
+  server = await startServer([quickExport(work)], null, {});
+  a = await mountSession(server, work, { localAddress: '127.0.0.41' });
+  b = await mountSession(server, work, { localAddress: '127.0.0.42' });
+});
+
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await server?.stop();
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('content cache', () => {
+  it('a second node reads a small file from memory: same bytes, eof only at the end, no read call', async () => {
+    const want = fs.readFileSync(path.join(work, 'lib', 'small.so'));
+    expect((await readChunks(a, await fh(a, 'lib/small.so'), 65536)).equals(want)).toBe(true);
+    const hb = await fh(b, 'lib/small.so');
+    const reads = fsCallCounts.read;
+    const before = totalFsCalls();
+    expect((await readChunks(b, hb, 16384)).equals(want)).toBe(true);
+    expect((await readChunks(b, hb, 69632)).equals(want)).toBe(true);
+    expect(fsCallCounts.read).toBe(reads);
+    expect(totalFsCalls()).toBe(before);
+    // Past the end: nothing, with eof.
+    const past = await b.nfs.read(hb, 300_000, 4096);
+    expect(past.status).toBe(NfsStat.OK);
+    expect(past.count).toBe(0);
+    expect(past.eof).toBe(true);
+  });
+
+  it('a file larger than 1 MiB is read from the file system each time', async () => {
+    const want = fs.readFileSync(path.join(work, 'lib', 'big.img'));
+    expect((await readChunks(a, await fh(a, 'lib/big.img'), 1 << 20)).equals(want)).toBe(true);
+    const reads = fsCallCounts.read;
+    expect((await readChunks(b, await fh(b, 'lib/big.img'), 1 << 20)).equals(want)).toBe(true);
+    expect(fsCallCounts.read).toBeGreaterThan(reads);
+  });
+
+  it('our own WRITE is what the next READ returns, on every node', async () => {
+    const ha = await fh(a, 'lib/small.so');
+    const hb = await fh(b, 'lib/small.so');
+    await readChunks(b, hb, 65536);
+    expect((await a.nfs.write(ha, 1000, Buffer.from('written by a'))).status).toBe(NfsStat.OK);
+    const r = await b.nfs.read(hb, 1000, 12);
+    expect(r.data.toString()).toBe('written by a');
+  });
+
+  it('a change behind our back, same size, is what READ returns once the watcher reports it', async () => {
+    const hb = await fh(b, 'lib/small.so');
+    await readChunks(b, hb, 65536);
+    const file = path.join(work, 'lib', 'small.so');
+    const fresh = pattern(200_000, 99);
+    fs.writeFileSync(file, fresh);
+    await eventually(async () => (await readChunks(b, hb, 65536)).equals(fresh));
+    // Replaced by rename (as rsync does): the new file under the old name.
+    const next = pattern(150_000, 7);
+    fs.writeFileSync(`${file}.tmp`, next);
+    fs.renameSync(`${file}.tmp`, file);
+    await eventually(async () => (await readChunks(b, await fh(b, 'lib/small.so'), 65536)).equals(next));
+  });
+
+  it('READLINK: the second node gets the target from memory; a replaced link shows its new target', async () => {
+    expect((await a.nfs.readlink(await fh(a, 'lib/link.so'))).data).toBe('small.so');
+    const hb = await fh(b, 'lib/link.so');
+    const calls = fsCallCounts.readlink;
+    expect((await b.nfs.readlink(hb)).data).toBe('small.so');
+    expect(fsCallCounts.readlink).toBe(calls);
+    fs.unlinkSync(path.join(work, 'lib', 'link.so'));
+    fs.symlinkSync('big.img', path.join(work, 'lib', 'link.so'));
+    await eventually(async () => {
+      const r = await b.nfs.lookup(await fh(b, 'lib'), 'link.so');
+      return r.status === NfsStat.OK && (await b.nfs.readlink(r.fh!)).data === 'big.img';
+    });
+  });
+
+  it('MKDIR of a directory the cache knows is EXIST without a file-system call', async () => {
+    const root = b.root;
+    expect((await b.nfs.lookup(root, 'proc')).status).toBe(NfsStat.OK);
+    const before = totalFsCalls();
+    expect((await b.nfs.mkdir(root, 'proc', { mode: 0o755 })).status).toBe(NfsStat.EXIST);
+    expect(totalFsCalls()).toBe(before);
+    // A new name is still made.
+    expect((await b.nfs.mkdir(root, 'sys', { mode: 0o755 })).status).toBe(NfsStat.OK);
+    expect(fs.statSync(path.join(work, 'sys')).isDirectory()).toBe(true);
+  });
+});
