@@ -1,5 +1,5 @@
 /**
- * Whole small files, in memory, for READ; and symlink targets, for READLINK.
+ * Whole small files (up to 8 MiB: a libc is 2), in memory, for READ; and symlink targets, for READLINK.
  *
  * Why: a boot storm is every node reading the same few hundred files at once. Each READ that
  * goes to the file system costs the event loop a hand-off to libuv's threadpool and back (a

@@ -34,5 +34,5 @@ export const DEFAULT_CACHE_OPTIONS: CacheOptions = {
   ttlMs: 500,
   maxAgeMs: 60_000,
   contentBytes: 64 * 1024 * 1024,
-  contentFileBytes: 1024 * 1024,
+  contentFileBytes: 8 * 1024 * 1024,
 };

@@ -166,7 +166,7 @@ export function buildProgram(): Command {
     .option('--watch-max <N>', 'most directories watched with inotify; beyond it cached entries are revalidated after --cache-ttl-ms', positive, DEFAULT_CACHE_OPTIONS.watchMax)
     .option('--cache-ttl-ms <MS>', 'how long entries of directories that cannot be watched are trusted', positive, DEFAULT_CACHE_OPTIONS.ttlMs)
     .option('--heap-growth <PERCENT>', 'how far the JavaScript heap may grow past its live size before a full GC (lower: less memory, more GC time)', positive, 20)
-    .option('--content-cache-mb <MB>', 'memory for whole files of up to 1 MiB served to READ from memory, per export (0: none)', (v) => (v === '0' ? 0 : positive(v)), DEFAULT_CACHE_OPTIONS.contentBytes / 1024 / 1024)
+    .option('--content-cache-mb <MB>', 'memory for whole files of up to 8 MiB served to READ from memory, per export (0: none)', (v) => (v === '0' ? 0 : positive(v)), DEFAULT_CACHE_OPTIONS.contentBytes / 1024 / 1024)
     .option('--metrics-per-client <N>', 'per-client series on /metrics for up to N clients (0: none)', (v) => (v === '0' ? 0 : positive(v)), 0)
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
     .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])

@@ -119,6 +119,9 @@ export class ExportStore {
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
   /** lstats in flight by path, shared by the callers that miss meanwhile (see fill()). */
   private readonly filling = new Map<string, { epoch: number; done: Promise<FsNode> }>();
+  /** READLINKs and MKDIRs in flight, shared by the callers that ask meanwhile. */
+  private readonly readingLinks = new Map<number, { birth: number; done: Promise<Buffer> }>();
+  private readonly makingDirs = new Map<string, Promise<void>>();
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
   private readonly walkFreshMs: number;
@@ -520,12 +523,21 @@ export class ExportStore {
     }
   }
 
-  async readlink(node: FsNode): Promise<Buffer> {
+  readlink(node: FsNode): Promise<Buffer> {
     const known = this.content.linkTarget(node.ino, node.birth);
-    if (known !== undefined) return known;
-    const target = await fsops.readlink(this.abs(node.rel));
-    this.content.rememberLink(node.ino, node.birth, target);
-    return target;
+    if (known !== undefined) return Promise.resolve(known);
+    // A boot storm's nodes READLINK the same link within the same millisecond: one call for all.
+    const running = this.readingLinks.get(node.ino);
+    if (running !== undefined && running.birth === node.birth) return running.done;
+    const entry = { birth: node.birth, done: fsops.readlink(this.abs(node.rel)) };
+    this.readingLinks.set(node.ino, entry);
+    const settle = (target: Buffer | null) => {
+      if (this.readingLinks.get(node.ino) !== entry) return;
+      this.readingLinks.delete(node.ino);
+      if (target !== null) this.content.rememberLink(node.ino, node.birth, target);
+    };
+    entry.done.then(settle, () => settle(null));
+    return entry.done;
   }
 
   /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
@@ -700,9 +712,26 @@ export class ExportStore {
   }
 
   async mkdir(dir: FsNode, name: string, mode: number, owner: Owner): Promise<FsNode> {
-    // A booting client MKDIRs /proc, /sys, /dev every time; what the cache knows exists needs no syscall.
+    // A booting client MKDIRs /proc, /sys and /dev every time, and a storm's nodes all at once:
+    // what the cache knows exists needs no syscall, and one mkdir in flight answers the others
+    // as if they came after it (EXIST), unless it failed for its own reasons.
     if (this.lookupCached(dir, name) !== null) throw new NfsError(NfsStat.EXIST, 'exists (cached)');
-    await fsops.mkdir(this.abs(this.childRel(dir, name)), mode);
+    const rel = this.childRel(dir, name);
+    const running = this.makingDirs.get(rel);
+    if (running !== undefined) {
+      const outcome = await running.then(
+        () => 'made',
+        (err: NodeJS.ErrnoException) => err.code,
+      );
+      if (outcome === 'made' || outcome === 'EEXIST') throw new NfsError(NfsStat.EXIST, 'made by a call in flight');
+    }
+    const made = fsops.mkdir(this.abs(rel), mode);
+    this.makingDirs.set(rel, made);
+    try {
+      await made;
+    } finally {
+      if (this.makingDirs.get(rel) === made) this.makingDirs.delete(rel);
+    }
     this.invalidateDir(dir.ino, name);
     return this.adopt(dir, name, owner);
   }

@@ -9,8 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NfsStat } from '../../src/nfs/constants.js';
+import { DEFAULT_CACHE_OPTIONS } from '../../src/cache/options.js';
 import { ClusterNfsServer } from '../../src/server/server.js';
-import { fsCallCounts, totalFsCalls } from '../../src/store/fsops.js';
+import { fsCallCounts, fsWriteCounts, totalFsCalls } from '../../src/store/fsops.js';
 import { mountSession, quickExport, type Session, startServer } from '../helpers/inproc-server.js';
 
 let work: string;
@@ -55,7 +56,7 @@ beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-content-'));
   fs.mkdirSync(path.join(work, 'lib'));
   fs.writeFileSync(path.join(work, 'lib', 'small.so'), pattern(200_000, 1));
-  fs.writeFileSync(path.join(work, 'lib', 'big.img'), pattern(1024 * 1024 + 1, 2));
+  fs.writeFileSync(path.join(work, 'lib', 'big.img'), pattern(DEFAULT_CACHE_OPTIONS.contentFileBytes + 1, 2));
   fs.symlinkSync('small.so', path.join(work, 'lib', 'link.so'));
   fs.mkdirSync(path.join(work, 'proc'));
   server = await startServer([quickExport(work)], null, {});
@@ -88,7 +89,7 @@ describe('content cache', () => {
     expect(past.eof).toBe(true);
   });
 
-  it('a file larger than 1 MiB is read from the file system each time', async () => {
+  it('a file larger than the cache takes whole is read from the file system each time', async () => {
     const want = fs.readFileSync(path.join(work, 'lib', 'big.img'));
     expect((await readChunks(a, await fh(a, 'lib/big.img'), 1 << 20)).equals(want)).toBe(true);
     const reads = fsCallCounts.read;
@@ -142,5 +143,19 @@ describe('content cache', () => {
     // A new name is still made.
     expect((await b.nfs.mkdir(root, 'sys', { mode: 0o755 })).status).toBe(NfsStat.OK);
     expect(fs.statSync(path.join(work, 'sys')).isDirectory()).toBe(true);
+  });
+
+  it('a storm of the same READLINK or MKDIR at once makes one call', async () => {
+    fs.symlinkSync('small.so', path.join(work, 'lib', 'storm.so'));
+    const links = await Promise.all([a, b].map(async (s) => fh(s, 'lib/storm.so')));
+    const calls = fsCallCounts.readlink;
+    const targets = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? b : a).nfs.readlink(links[i % 2])));
+    expect(targets.map((t) => t.data)).toEqual(Array(16).fill('small.so'));
+    expect(fsCallCounts.readlink - calls).toBe(1);
+    const creates = fsWriteCounts.create;
+    const made = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? b : a).nfs.mkdir(i % 2 ? b.root : a.root, 'dev', { mode: 0o755 })));
+    expect(made.filter((r) => r.status === NfsStat.OK)).toHaveLength(1);
+    expect(made.filter((r) => r.status === NfsStat.EXIST)).toHaveLength(15);
+    expect(fsWriteCounts.create - creates).toBe(1);
   });
 });
