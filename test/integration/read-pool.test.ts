@@ -42,7 +42,8 @@ beforeAll(async () => {
     fs.writeFileSync(path.join(root, name), data);
     content.set(name, data);
   }
-  server = await startServer([quickExport(root)], path.join(work, 'state'));
+  // Without the content cache: it would serve these files from memory, and the pool is the point here.
+  server = await startServer([quickExport(root)], path.join(work, 'state'), { cache: { contentBytes: 0 } });
   session = await mountSession(server, root);
   for (const name of Object.keys(FILES)) {
     const r = await session.nfs.lookup(session.root, name);
