@@ -834,7 +834,7 @@ export class ExportStore {
     this.watcher.close();
     this.openFiles.closeAll();
     this.writeFiles.closeAll();
-    await this.index.flush();
+    await this.index.close();
   }
 
   flushSync(): void {
