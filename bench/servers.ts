@@ -113,7 +113,9 @@ export class ClusterNfs extends ServerUnderTest {
     const prof = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
     // Node/V8 flags for clusternfs alone (e.g. --trace-gc), to study it under the same load.
     const extra = (process.env.BENCH_CLUSTERNFS_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
-    const args = [...NODE_FLAGS, ...extra, ...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info'];
+    // And serve options (e.g. --heap-growth 50), to compare settings under the same load.
+    const options = (process.env.BENCH_CLUSTERNFS_ARGS ?? '').split(' ').filter((f) => f !== '');
+    const args = [...NODE_FLAGS, ...extra, ...prof, CLI, 'serve', root, '--state-dir', stateDir, '--metrics-port', String(METRICS_PORT), '--log-level', 'info', ...options];
     s.child = spawn('ip', ['netns', 'exec', s.ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`clusternfs not ready in 20 s:\n${s.log.join('\n')}`)), 20_000);
