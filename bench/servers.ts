@@ -15,17 +15,17 @@ import type { TargetInfo } from './protocol.js';
 /** Every server's whole output also goes to this file when set (the report keeps only its end). */
 const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
 
-/**
- * How `npm start` and the clusternfs command (its shebang) run node: a 4 MB young generation
- * instead of 16 MB, ~22 MB less RSS in mem-1m at no measured cost in ops/s (README, Memory).
- */
-const NODE_FLAGS = ['--max-semi-space-size=4'];
 
 /** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
 const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.resolve(here, '..', 'src', 'cli', 'main.js');
+/**
+ * The node flags the clusternfs command runs with, read from its shebang
+ * (`#!/usr/bin/env -S node --max-semi-space-size=4`), so the bench measures what users run.
+ */
+const NODE_FLAGS = fs.readFileSync(CLI, 'utf8').split('\n', 1)[0].split(' ').slice(3);
 const WORKER = path.join(here, 'worker.js');
 const METRICS_PORT = 9464;
 

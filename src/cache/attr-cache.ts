@@ -186,7 +186,7 @@ export class AttrCache {
     // LOOKUP) would otherwise keep its node in the ring for the next 16,384 hits, long enough to
     // be promoted to V8's old space and die there, which is what lets the heap grow.
     const seen = this.seen[slot >>> CHUNK_BITS];
-    if (seen[slot & MASK] !== 0 || this.hot.has(slot)) this.keepHot(slot, node, gen);
+    if (seen[slot & MASK] !== 0) this.keepHot(slot, node, gen);
     else seen[slot & MASK] = 1;
     return node;
   }

@@ -15,22 +15,28 @@
  * changes in place (a new target is a new inode), so inode and birth are its key.
  */
 import { LRUCache } from 'lru-cache';
+import type { FsNode } from '../store/export-store.js';
 import { newCounters, type CacheCounters } from './counters.js';
+import { InFlight } from './in-flight.js';
 
-export interface ContentKey {
-  ino: number;
+/** A file's content and the version of it (birth, ctime, mtime, size) it was loaded as. */
+interface Content {
   birth: number;
   ctimeMs: number;
   mtimeMs: number;
   size: number;
-}
-
-interface Content extends ContentKey {
   data: Buffer;
 }
 
-function sameVersion(a: ContentKey, b: ContentKey): boolean {
-  return a.ino === b.ino && a.birth === b.birth && a.ctimeMs === b.ctimeMs && a.mtimeMs === b.mtimeMs && a.size === b.size;
+function isVersionOf(c: Content, node: FsNode): boolean {
+  const st = node.stats;
+  return c.birth === node.birth && c.ctimeMs === st.ctimeMs && c.mtimeMs === st.mtimeMs && c.size === st.size;
+}
+
+/** The same version as a string, to share a load only with callers that want that version. */
+function versionTag(node: FsNode): string {
+  const st = node.stats;
+  return `${node.birth}:${st.ctimeMs}:${st.mtimeMs}:${st.size}`;
 }
 
 export class ContentCache {
@@ -39,7 +45,7 @@ export class ContentCache {
   /** Files larger than this are read from the file system each time. */
   readonly maxFileBytes: number;
   private readonly files: LRUCache<number, Content> | null;
-  private readonly loading = new Map<number, { key: ContentKey; done: Promise<Buffer | null> }>();
+  private readonly loading = new InFlight<number, Buffer | null>();
   private readonly links: LRUCache<number, { birth: number; target: Buffer }>;
 
   constructor(maxBytes: number, maxFileBytes: number, maxLinks = 16_384) {
@@ -68,31 +74,24 @@ export class ContentCache {
   }
 
   /**
-   * The whole file as of `key`, from memory or by `load` (shared by the callers that miss at
-   * once). `load` returns null when the file did not hold `key.size` bytes (it changed while we
-   * read it): nothing is kept and the caller reads the ordinary way.
+   * The whole file as `node`'s attributes describe it, from memory (no allocation) or by `load`
+   * (shared by the callers that miss at once). `load` returns null when the file did not hold
+   * that many bytes (it changed while we read it): nothing is kept and the caller reads the
+   * ordinary way.
    */
-  file(key: ContentKey, load: () => Promise<Buffer | null>): Buffer | Promise<Buffer | null> {
-    const files = this.files!;
-    const hit = files.get(key.ino);
-    if (hit !== undefined && sameVersion(hit, key)) {
+  file(node: FsNode, load: () => Promise<Buffer | null>): Buffer | Promise<Buffer | null> {
+    const hit = this.files!.get(node.ino);
+    if (hit !== undefined && isVersionOf(hit, node)) {
       this.counters.hits++;
       return hit.data;
     }
     this.counters.misses++;
-    const running = this.loading.get(key.ino);
-    if (running !== undefined && sameVersion(running.key, key)) return running.done;
-    const entry = { key, done: load() };
-    this.loading.set(key.ino, entry);
-    const settle = (data: Buffer | null) => {
-      if (this.loading.get(key.ino) !== entry) return; // dropped (changed) while loading
-      this.loading.delete(key.ino);
-      if (data !== null) files.set(key.ino, { ...key, data });
+    const tag = versionTag(node);
+    const st = node.stats;
+    const keep = (data: Buffer | null) => {
+      if (data !== null) this.files!.set(node.ino, { birth: node.birth, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, size: st.size, data });
     };
-    entry.done.then(settle, () => {
-      if (this.loading.get(key.ino) === entry) this.loading.delete(key.ino);
-    });
-    return entry.done;
+    return this.loading.joined(node.ino, tag) ?? this.loading.start(node.ino, tag, load(), keep);
   }
 
   /** A symlink's target, if known for this inode and birth. */
@@ -113,7 +112,7 @@ export class ContentCache {
   /** `ino` changed or went: its content and target are not used again. */
   delete(ino: number): void {
     this.files?.delete(ino);
-    this.loading.delete(ino);
+    this.loading.forget(ino);
     this.links.delete(ino);
   }
 

@@ -25,6 +25,7 @@ import { listingCookie, listingHas, orderCookies } from './cookies.js';
 import { makeNode } from './mknod.js';
 import { AttrCache } from '../cache/attr-cache.js';
 import { ContentCache } from '../cache/content-cache.js';
+import { InFlight } from '../cache/in-flight.js';
 import { newCounters, type CacheCounters } from '../cache/counters.js';
 import { DirWatcher } from '../cache/dir-watcher.js';
 import { DEFAULT_CACHE_OPTIONS, type CacheOptions } from '../cache/options.js';
@@ -118,9 +119,9 @@ export class ExportStore {
   /** Bumped by every change we see, per bucket of the parent directory's inode. */
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
   /** lstats in flight by path, shared by the callers that miss meanwhile (see fill()). */
-  private readonly filling = new Map<string, { epoch: number; done: Promise<FsNode> }>();
+  private readonly filling = new InFlight<string, FsNode>();
   /** READLINKs and MKDIRs in flight, shared by the callers that ask meanwhile. */
-  private readonly readingLinks = new Map<number, { birth: number; done: Promise<Buffer> }>();
+  private readonly readingLinks = new InFlight<number, Buffer>();
   private readonly makingDirs = new Map<string, Promise<void>>();
   private walking: Promise<void> | null = null;
   private lastWalkDone = 0;
@@ -266,15 +267,8 @@ export class ExportStore {
    */
   private fill(rel: string, parent: number, parentRel: string): Promise<FsNode> {
     const b = this.bucket(parent);
-    const running = this.filling.get(rel);
-    if (running !== undefined && running.epoch === this.epochs[b]) return running.done;
-    const entry = { epoch: this.epochs[b], done: this.fillNow(rel, parent, parentRel) };
-    this.filling.set(rel, entry);
-    const forget = () => {
-      if (this.filling.get(rel) === entry) this.filling.delete(rel);
-    };
-    entry.done.then(forget, forget);
-    return entry.done;
+    const epoch = this.epochs[b];
+    return this.filling.joined(rel, epoch) ?? this.filling.start(rel, epoch, this.fillNow(rel, parent, parentRel));
   }
 
   private async fillNow(rel: string, parent: number, parentRel: string): Promise<FsNode> {
@@ -527,17 +521,10 @@ export class ExportStore {
     const known = this.content.linkTarget(node.ino, node.birth);
     if (known !== undefined) return Promise.resolve(known);
     // A boot storm's nodes READLINK the same link within the same millisecond: one call for all.
-    const running = this.readingLinks.get(node.ino);
-    if (running !== undefined && running.birth === node.birth) return running.done;
-    const entry = { birth: node.birth, done: fsops.readlink(this.abs(node.rel)) };
-    this.readingLinks.set(node.ino, entry);
-    const settle = (target: Buffer | null) => {
-      if (this.readingLinks.get(node.ino) !== entry) return;
-      this.readingLinks.delete(node.ino);
-      if (target !== null) this.content.rememberLink(node.ino, node.birth, target);
-    };
-    entry.done.then(settle, () => settle(null));
-    return entry.done;
+    return (
+      this.readingLinks.joined(node.ino, node.birth) ??
+      this.readingLinks.start(node.ino, node.birth, fsops.readlink(this.abs(node.rel)), (target) => this.content.rememberLink(node.ino, node.birth, target))
+    );
   }
 
   /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
@@ -546,8 +533,7 @@ export class ExportStore {
     if (offset >= size || count === 0) return { data: Buffer.alloc(0), eof: offset >= size };
     const want = Math.min(count, size - offset);
     if (this.content.holds(size)) {
-      const st = node.stats;
-      const cached = this.content.file({ ino: node.ino, birth: node.birth, ctimeMs: st.ctimeMs, mtimeMs: st.mtimeMs, size }, () => this.loadWhole(node));
+      const cached = this.content.file(node, () => this.loadWhole(node));
       const whole = cached instanceof Promise ? await cached : cached;
       if (whole !== null) {
         // A view of the cached file: the pool does not take it back, nothing writes to it.
@@ -557,16 +543,9 @@ export class ExportStore {
     }
     // Lent by the pool: the transport gives it back once the reply carrying it has been written.
     const buf = payloadPool.acquire(want);
-    let got = 0;
+    let got: number;
     try {
-      await this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
-        // A short read before the size we saw means the file shrank; stop there.
-        while (got < want) {
-          const n = await fsops.read(fd, buf, got, want - got, offset + got);
-          if (n === 0) break;
-          got += n;
-        }
-      });
+      got = await this.readInto(node, buf, offset);
     } catch (err) {
       payloadPool.release(buf);
       throw err;
@@ -578,18 +557,22 @@ export class ExportStore {
 
   /** The whole file, or null when it no longer had the size `node` says (it changed meanwhile). */
   private async loadWhole(node: FsNode): Promise<Buffer | null> {
-    const size = node.stats.size;
     // Not from the READ pool: this Buffer is kept, and slices of it go out in many replies.
-    const buf = Buffer.allocUnsafeSlow(size);
-    let got = 0;
-    await this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
-      while (got < size) {
-        const n = await fsops.read(fd, buf, got, size - got, got);
+    const buf = Buffer.allocUnsafeSlow(node.stats.size);
+    return (await this.readInto(node, buf, 0)) === buf.length ? buf : null;
+  }
+
+  /** Fills `buf` from the file at `offset`; fewer bytes when the file ends sooner (it shrank). */
+  private readInto(node: FsNode, buf: Buffer, offset: number): Promise<number> {
+    return this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
+      let got = 0;
+      while (got < buf.length) {
+        const n = await fsops.read(fd, buf, got, buf.length - got, offset + got);
         if (n === 0) break;
         got += n;
       }
+      return got;
     });
-    return got === size ? buf : null;
   }
 
   /** The directory's entries with stable cookies, read again only when the directory changed. */
