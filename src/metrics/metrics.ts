@@ -104,6 +104,22 @@ export interface MetricsOptions {
 }
 
 
+/**
+ * The process metrics (CPU, memory, event-loop lag, GC) in one registry per process: prom-client
+ * keeps the collectors it starts (a GC observer, an event-loop histogram) for good, and with them
+ * every registry they were given, so a registry per server would keep each stopped server alive
+ * (the JIT warm-up's private server, the servers of a test run).
+ */
+let processRegistry: Registry | null = null;
+
+function processMetrics(): Registry {
+  if (processRegistry === null) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry, prefix: 'clusternfs_' });
+  }
+  return processRegistry;
+}
+
 export class ServerMetrics implements CallObserver {
   readonly registry = new Registry();
   private readonly totals: ProcTotals[] = [];
@@ -121,7 +137,8 @@ export class ServerMetrics implements CallObserver {
 
   constructor(opts: MetricsOptions = {}) {
     this.perClient = opts.perClient ?? 0;
-    collectDefaultMetrics({ register: this.registry, prefix: 'clusternfs_' });
+    // Started with the first server, so the event-loop lag has samples by the first scrape.
+    processMetrics();
     const all = this.totals;
     const metrics = [
       new TotalsMetric('clusternfs_rpc_requests_total', 'RPC calls answered, by program and procedure', 'counter', all, (t) => [{ value: t.requests, labels: t.labels }]),
@@ -306,13 +323,18 @@ export class ServerMetrics implements CallObserver {
   close(): void {
     this.clients.close();
   }
+
+  /** The text /metrics serves: this server's series and the process's. */
+  exposition(): Promise<string> {
+    return Registry.merge([this.registry, processMetrics()]).metrics();
+  }
 }
 
 /** Serves GET /metrics on host:port; returns the bound port and a closer. */
 export function serveMetrics(metrics: ServerMetrics, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
-      metrics.registry.metrics().then(
+      metrics.exposition().then(
         (body) => {
           res.writeHead(200, { 'content-type': metrics.registry.contentType });
           res.end(body);
