@@ -73,7 +73,7 @@ async function harness(): Promise<Harness> {
   const dispatcher = new RpcDispatcher();
   dispatcher.replyCache = new ReplyCache();
   const policy = table.clientOptionsSync(entry, '127.0.0.1')!;
-  dispatcher.register(new NfsProgram([{ fsid: entry.fsid, path: entry.path, store }], () => policy).program());
+  dispatcher.register(new NfsProgram([{ fsid: entry.fsid, path: entry.path, store }], { authorize: () => policy }).program());
   dispatcher.register(new MountProgram({ exports: table, rootHandle: (_e, below) => store.subdirHandle(below) }));
   dispatcher.register(createPortmapProgram(new PortmapRegistry(), { bindAddress: '127.0.0.1' }));
   const root = (await store.subdirHandle([]))!;

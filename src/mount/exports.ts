@@ -946,6 +946,17 @@ export class ExportTable {
     return this.remember(memo, address, null, usedName);
   }
 
+  /**
+   * The NFS program's check on every call (src/nfs/program.ts Authorizer): the options of the
+   * export with this fsid for this client, synchronously whenever the answer is known.
+   */
+  authorize(exp: { fsid: number }, address: string): ExportOptions | null | Promise<ExportOptions | null> {
+    const entry = this.byFsidMap.get(exp.fsid);
+    if (entry === undefined) return null;
+    const quick = this.clientOptionsSync(entry, address);
+    return quick !== undefined ? quick : this.clientOptions(entry, address);
+  }
+
   /** The options for a client at `address`, or null if not allowed; first matching pattern wins. */
   async clientOptions(entry: ExportEntry, address: string): Promise<ExportOptions | null> {
     const quick = this.clientOptionsSync(entry, address);

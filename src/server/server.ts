@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { componentLogger } from '../log/logger.js';
 import { MOUNT_PROGRAM, MOUNT_V1, MOUNT_V3 } from '../mount/constants.js';
-import { ExportTable, type ExportEntry, type ExportOptions } from '../mount/exports.js';
+import { ExportTable, type ExportEntry } from '../mount/exports.js';
 import { MountProgram } from '../mount/program.js';
 import { NFS_PROGRAM, NFS_V3 } from '../nfs/constants.js';
 import { NfsProgram, type NfsExport } from '../nfs/program.js';
@@ -113,12 +113,6 @@ export class ClusterNfsServer {
       stores.set(entry, store);
       served.push({ fsid: entry.fsid, path: entry.path, store });
     }
-    const entryByFsid = new Map(cfg.exports.map((e) => [e.fsid, e]));
-    const authorize = (exp: NfsExport, address: string): ExportOptions | null | Promise<ExportOptions | null> => {
-      const entry = entryByFsid.get(exp.fsid)!;
-      const quick = table.clientOptionsSync(entry, address);
-      return quick !== undefined ? quick : table.clientOptions(entry, address);
-    };
 
     const metrics = new ServerMetrics({ perClient: cfg.metricsPerClient ?? 0 });
     const nfsDispatch = new RpcDispatcher();
@@ -127,7 +121,7 @@ export class ClusterNfsServer {
     metrics.watchReplyCache(nfsDispatch.replyCache);
     const remapper = new Remapper();
     const identities = new ClientIdentities({ hostsFiles: cfg.hostsFiles ?? [] });
-    const nfs = new NfsProgram(served, authorize, undefined, { remapper, identities });
+    const nfs = new NfsProgram(served, table, undefined, { remapper, identities });
     const nfsProgram = nfs.program();
     metrics.registerCache('tags', remapper.stats.index);
     metrics.registerRemapStats(() => remapper.stats.rules);
