@@ -67,6 +67,7 @@ interface ServeOptions extends LimitOptions {
   contentCacheMb: number;
   metricsPerClient: number;
   heapGrowth: number;
+  warmUp: boolean;
 }
 
 async function exportsFor(dir: string | undefined, opts: ServeOptions): Promise<ExportEntry[]> {
@@ -117,6 +118,7 @@ async function serve(dir: string | undefined, opts: ServeOptions): Promise<void>
     metricsPerClient: Math.floor(opts.metricsPerClient),
     version: version(),
     limits: limitsFromOptions(opts),
+    warmUp: opts.warmUp,
   });
   // One line on stdout for scripts and tests; the structured log goes to the same stream.
   rootLogger.info({ ready: true, ports: server.ports }, 'ready');
@@ -167,6 +169,7 @@ export function buildProgram(): Command {
     .option('--cache-ttl-ms <MS>', 'how long entries of directories that cannot be watched are trusted', positive, DEFAULT_CACHE_OPTIONS.ttlMs)
     .option('--heap-growth <PERCENT>', 'how far the JavaScript heap may grow past its live size before a full GC (lower: less memory, more GC time)', positive, 20)
     .option('--content-cache-mb <MB>', 'memory for whole files of up to 8 MiB served to READ from memory, per export (0: none)', (v) => (v === '0' ? 0 : positive(v)), DEFAULT_CACHE_OPTIONS.contentBytes / 1024 / 1024)
+    .option('--no-warm-up', 'open the ports at once, without first answering a few thousand calls from itself so that the first clients meet optimised code')
     .option('--metrics-per-client <N>', 'per-client series on /metrics for up to N clients (0: none)', (v) => (v === '0' ? 0 : positive(v)), 0)
     .option('--state-dir <DIR>', 'where file-handle indexes are kept so handles survive restarts', defaultStateDir())
     .option('--hosts-file <FILE>', 'client host names for HOST tags: a hosts file or DHCP leases (dnsmasq, ISC dhcpd); repeatable, else reverse DNS', (f: string, all: string[]) => [...all, f], [] as string[])
