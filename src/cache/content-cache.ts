@@ -94,6 +94,14 @@ export class ContentCache {
     return this.loading.joined(node.ino, tag) ?? this.loading.start(node.ino, tag, load(), keep);
   }
 
+  /** The whole file if memory holds `node`'s version of it; a miss is not counted (file() will). */
+  current(node: FsNode): Buffer | null {
+    const hit = this.files?.get(node.ino);
+    if (hit === undefined || !isVersionOf(hit, node)) return null;
+    this.counters.hits++;
+    return hit.data;
+  }
+
   /** A symlink's target, if known for this inode and birth. */
   linkTarget(ino: number, birth: number): Buffer | undefined {
     const hit = this.links.get(ino);
