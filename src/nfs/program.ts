@@ -299,9 +299,21 @@ export class NfsProgram {
     call.send();
   }
 
-  private async lookup(call: RpcCall): Promise<void> {
+  // A LOOKUP of a name known to the caches is answered synchronously too (the boot set's paths).
+  private lookup(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const name = this.readName(call);
+    const t = this.targetCached(call, fh);
+    let probed = false;
+    if (t !== null && t.node.stats.isDirectory() && isLookupName(name) && maySearch(t.node.stats, t.id)) {
+      const child = this.remap.lookupSync(t.exp.store, t.policy, t.node, name, t.client);
+      if (child) return this.replyLookup(call, t, child);
+      probed = child === null;
+    }
+    return this.lookupMiss(call, fh, name, probed);
+  }
+
+  private async lookupMiss(call: RpcCall, fh: Buffer, name: string, probed: boolean): Promise<void> {
     let dirStats: fs.Stats | null = null;
     let fsid = 0;
     try {
@@ -311,16 +323,20 @@ export class NfsProgram {
       if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       checkLookupName(name);
       if (!maySearch(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no search permission');
-      const child = await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client);
-      const w = call.beginReply(256);
-      w.u32(NfsStat.OK);
-      w.opaque(t.exp.store.handleOf(child));
-      writePostOpAttr(w, child.stats, fsid);
-      writePostOpAttr(w, dirStats, fsid);
-      call.send();
+      this.replyLookup(call, t, await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client, probed));
     } catch (err) {
       this.fail(call, err, dirStats, fsid);
     }
+  }
+
+  private replyLookup(call: RpcCall, t: Target, child: FsNode): void {
+    const fsid = t.exp.fsid;
+    const w = call.beginReply(256);
+    w.u32(NfsStat.OK);
+    w.opaque(t.exp.store.handleOf(child));
+    writePostOpAttr(w, child.stats, fsid);
+    writePostOpAttr(w, t.node.stats, fsid);
+    call.send();
   }
 
   private access(call: RpcCall): void | Promise<void> {
@@ -828,6 +844,10 @@ export class NfsProgram {
 }
 
 /** Names a LOOKUP may ask for: no separators, no NUL, not empty, not longer than NAME_MAX. */
+function isLookupName(name: string): boolean {
+  return name.length > 0 && name.length <= NFS3_MAXNAMLEN && !name.includes('/') && !name.includes('\0');
+}
+
 function checkLookupName(name: string): void {
   if (name.length === 0) throw new NfsError(NfsStat.NOENT, 'empty name');
   if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);

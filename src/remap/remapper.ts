@@ -425,11 +425,49 @@ export class Remapper {
     return { r: this.resolve(entry.index, name, client), entry };
   }
 
-  async lookup(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null): Promise<FsNode> {
+  /**
+   * `probed`: lookupSync() has just asked the store's cache for the very name this resolves to
+   * and missed, so the store need not ask its cache again (nor count a second miss).
+   */
+  async lookup(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null, probed = false): Promise<FsNode> {
     const res = await this.resolveIn(store, policy, dir, name, client, NfsStat.NOENT);
-    if (res === null) return store.lookup(dir, name);
-    if (res.r.read === null) throw new NfsError(NfsStat.NOENT, `nothing for this client (${res.r.rule})`);
-    return store.lookup(dir, res.r.read);
+    const read = res === null ? name : res.r.read;
+    if (read === null) throw new NfsError(NfsStat.NOENT, `nothing for this client (${res!.r.rule})`);
+    return probed ? store.lookupMiss(dir, read) : store.lookup(dir, read);
+  }
+
+  /**
+   * lookup() without a promise, for a booting node's LOOKUPs of names already known: the node,
+   * null when the store's cache was asked for the name this resolves to and did not have it
+   * (then call lookup() with `probed`), undefined when it cannot be answered here (an uncached
+   * tag index, a raw tagged name, a name this client must not see). Counts only what it answers.
+   */
+  lookupSync(store: ExportStore, policy: RemapPolicy, dir: FsNode, name: string, client: ClientView | null): FsNode | null | undefined {
+    let read = name;
+    let rule: Rule | null = null;
+    let indexHit = false;
+    if (client !== null && name !== '.' && name !== '..') {
+      const scope = this.scope(store, policy, dir.rel);
+      // Tagged names (raw ones refused, `x$$$$` meaning the master) are resolveIn()'s to judge.
+      if (scope !== null && name.includes('$$')) return undefined;
+      if (scope !== null && Remapper.covers(scope, name)) {
+        const st = dir.stats;
+        const entry = this.indexes.get(dir.ino);
+        if (entry === undefined || entry.store !== store || entry.mtimeMs !== st.mtimeMs || entry.ctimeMs !== st.ctimeMs) return undefined;
+        indexHit = true;
+        if (entry.index.tagged) {
+          const r = resolveName(entry.index, name, client);
+          if (r.read === null) return undefined;
+          read = r.read;
+          rule = r.rule;
+        }
+      }
+    }
+    const node = store.lookupCached(dir, read);
+    if (node === null) return null;
+    if (indexHit) this.stats.index.hits++;
+    if (rule !== null) this.stats.rules[rule]++;
+    return node;
   }
 
   /**

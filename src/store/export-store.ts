@@ -486,7 +486,8 @@ export class ExportStore {
     return this.lookupCached(dir, name) ?? this.lookupMiss(dir, name);
   }
 
-  private async lookupMiss(dir: FsNode, name: string): Promise<FsNode> {
+  /** lookup() for a caller that has just had lookupCached() answer null for this name. */
+  async lookupMiss(dir: FsNode, name: string): Promise<FsNode> {
     if (name === '..') {
       // Not the root's '..' (lookupCached answers that: the root is its own parent).
       const rel = parentPath(dir.rel);
