@@ -299,21 +299,22 @@ export class NfsProgram {
     call.send();
   }
 
-  // A LOOKUP of a name known to the caches is answered synchronously too (the boot set's paths).
+  // A LOOKUP of a name known to the caches is answered synchronously too (the boot set's paths);
+  // with the directory cached, a name being filled (the other nodes of a storm ask for it at the
+  // same moment) waits for that alone.
   private lookup(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const name = this.readName(call);
     const t = this.targetCached(call, fh);
-    let probed = false;
     if (t !== null && t.node.stats.isDirectory() && isLookupName(name) && maySearch(t.node.stats, t.id)) {
       const child = this.remap.lookupSync(t.exp.store, t.policy, t.node, name, t.client);
       if (child) return this.replyLookup(call, t, child);
-      probed = child === null;
+      return this.lookupIn(call, t, name, child === null);
     }
-    return this.lookupMiss(call, fh, name, probed);
+    return this.lookupMiss(call, fh, name);
   }
 
-  private async lookupMiss(call: RpcCall, fh: Buffer, name: string, probed: boolean): Promise<void> {
+  private async lookupMiss(call: RpcCall, fh: Buffer, name: string): Promise<void> {
     let dirStats: fs.Stats | null = null;
     let fsid = 0;
     try {
@@ -323,9 +324,18 @@ export class NfsProgram {
       if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       checkLookupName(name);
       if (!maySearch(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no search permission');
-      this.replyLookup(call, t, await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client, probed));
+      this.replyLookup(call, t, await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client));
     } catch (err) {
       this.fail(call, err, dirStats, fsid);
+    }
+  }
+
+  /** The rest of a LOOKUP whose directory target() would give `t` (checked: a searchable directory). */
+  private async lookupIn(call: RpcCall, t: Target, name: string, probed: boolean): Promise<void> {
+    try {
+      this.replyLookup(call, t, await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client, probed));
+    } catch (err) {
+      this.fail(call, err, t.node.stats, t.exp.fsid);
     }
   }
 
@@ -382,16 +392,17 @@ export class NfsProgram {
   }
 
   // A READ of a file held in memory is answered synchronously, as GETATTR and ACCESS are: a
-  // booting node's READs of the boot set are mostly that.
+  // booting node's READs of the boot set are mostly that. With the file's attributes cached, a
+  // file being loaded (the storm's other nodes want it too) waits for that alone.
   private read(call: RpcCall): void | Promise<void> {
     const fh = this.readFh(call);
     const offset = call.args.u64();
     const count = Math.min(call.args.u32(), call.sink.tcp ? this.limits.tcpTransferMax : this.limits.udpTransferMax);
     const t = this.targetCached(call, fh);
-    if (t !== null) {
-      const st = t.node.stats;
-      const hit = st.isFile() && mayRead(st, t.id) ? t.exp.store.readCached(t.node, offset, count) : null;
-      if (hit !== null) return this.replyRead(call, st, t.exp.fsid, hit.data, hit.eof);
+    if (t !== null && t.node.stats.isFile() && mayRead(t.node.stats, t.id)) {
+      const hit = t.exp.store.readCached(t.node, offset, count);
+      if (hit !== null) return this.replyRead(call, t.node.stats, t.exp.fsid, hit.data, hit.eof);
+      return this.readFrom(call, t, offset, count);
     }
     return this.readMiss(call, fh, offset, count);
   }
@@ -410,6 +421,16 @@ export class NfsProgram {
       this.replyRead(call, attrs, fsid, data, eof);
     } catch (err) {
       this.fail(call, err, attrs, fsid);
+    }
+  }
+
+  /** The rest of a READ whose file target() would give `t` (checked: a readable regular file). */
+  private async readFrom(call: RpcCall, t: Target, offset: number, count: number): Promise<void> {
+    try {
+      const { data, eof } = await t.exp.store.read(t.node, offset, count);
+      this.replyRead(call, t.node.stats, t.exp.fsid, data, eof);
+    } catch (err) {
+      this.fail(call, err, t.node.stats, t.exp.fsid);
     }
   }
 
