@@ -836,13 +836,16 @@ export async function loadExportsFile(path: string, opts: ParseOptions = {}): Pr
   return parseExports(text, path, opts);
 }
 
-/** Quick mode: `dir` under its absolute path to loopback clients, rw,no_root_squash,insecure,cluster. */
-export function quickExport(dir: string): ExportEntry {
+/**
+ * Quick mode: `dir` under its absolute path to loopback clients, rw,no_root_squash,insecure,cluster
+ * (`ro` for the JIT warm-up's private export: built the same way, so its objects have the same shapes).
+ */
+export function quickExport(dir: string, readOnly = false): ExportEntry {
   const abs = nodePath.resolve(dir);
   const realPath = checkDirectory(abs, 'command line', undefined);
   const state: OptionState = {
     ...DEFAULT_EXPORT_OPTIONS,
-    ro: false,
+    ro: readOnly,
     rootSquash: false,
     secure: false,
     cluster: true,

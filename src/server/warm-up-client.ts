@@ -6,7 +6,8 @@
  * Each simulated node boots the way a kernel NFS root does: MOUNT (NULL, MNT) on one connection,
  * then on another NULL, FSINFO, PATHCONF, GETATTR and ACCESS of the root, a LOOKUP per path
  * component it has not seen (READLINK where one is a symlink), GETATTR and READs of each file,
- * and a LOOKUP of a name that is missing. One call in flight per node, several nodes at once.
+ * a LOOKUP of a name that is missing, and MKDIRs of directories that exist. One call in flight
+ * per node, several nodes at once.
  */
 import { performance } from 'node:perf_hooks';
 import { MountClient, Nfs3Client, RpcClient } from '../client/index.js';
@@ -19,6 +20,8 @@ export interface WarmUpClientJob {
   exportPath: string;
   /** Files (export-relative, may cross symlinks) each node reads whole. */
   files: string[];
+  /** Names each node MKDIRs in the root (they exist; the export is read-only anyway). */
+  mkdirs: string[];
   /** A directory of files `f0`..`f<sharedFiles-1>`, of which each node reads `sharedPerNode`. */
   sharedDir: string;
   sharedFiles: number;
@@ -113,6 +116,7 @@ class BootingNode {
       const dir = this.handles.get(file.path.includes('/') ? file.path.slice(0, file.path.lastIndexOf('/')) : '')!;
       await this.count(this.nfs.lookup(dir.fh, `${file.path.slice(file.path.lastIndexOf('/') + 1)}.missing`));
     }
+    for (const d of this.job.mkdirs) await this.count(this.nfs.mkdir(root, d, { mode: 0o755 }));
   }
 }
 

@@ -141,7 +141,7 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
     fs.mkdirSync(root);
     makeTree(root);
     if (quiet) setLogLevel('warn');
-    const exportEntry = readOnly(quickExport(root));
+    const exportEntry = quickExport(root, true);
     // Objects of the same classes with the same kinds of fields as the real server's: a field that
     // held only null in the warm-up (an in-memory handle index has no log file) and then holds a
     // file in the real server makes V8 throw away all the code optimised against it.
@@ -152,6 +152,9 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
       mountPort: server.ports.mount,
       exportPath: exportEntry.path,
       files: BOOT_FILES,
+      // Read-only export: these MKDIRs get ROFS, which still runs the dispatcher's path for calls
+      // that are not idempotent (the reply cache), as a booting node's MKDIRs of /run and /tmp do.
+      mkdirs: ['run', 'tmp'],
       sharedDir: 'usr/share/warm-up',
       sharedFiles: SHARED_FILES,
       sharedPerNode: SHARED_PER_NODE,
@@ -176,15 +179,6 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
   if (result.calls === 0) log.warn({ problem, ms }, 'JIT warm-up failed; the first clients meet unoptimised code');
   else log.info({ nodes: result.nodes, calls: result.calls, ms, ...(problem === '' ? {} : { problem }) }, 'JIT warm-up done');
   return { calls: result.calls, nodes: result.nodes, ms, problem };
-}
-
-/**
- * Nobody else on the machine can change anything through the private server while it runs.
- * Frozen like the export table's own rules, so that the objects have the same shapes.
- */
-function readOnly(entry: ExportEntry): ExportEntry {
-  const rules = entry.rules.map((r) => Object.freeze({ ...r, options: Object.freeze({ ...r.options, ro: true }) }));
-  return Object.freeze({ ...entry, rules: Object.freeze(rules) });
 }
 
 function runClient(job: WarmUpClientJob, timeoutMs: number): Promise<WarmUpClientResult> {
