@@ -838,9 +838,10 @@ export async function loadExportsFile(path: string, opts: ParseOptions = {}): Pr
 
 /**
  * Quick mode: `dir` under its absolute path to loopback clients, rw,no_root_squash,insecure,cluster
- * (`ro` for the JIT warm-up's private export: built the same way, so its objects have the same shapes).
+ * (`ro` for the JIT warm-up's private export, built the same way so that its objects have the
+ * same shapes; it borrows a served export's fsid, so that even that number has the same kind).
  */
-export function quickExport(dir: string, readOnly = false): ExportEntry {
+export function quickExport(dir: string, readOnly = false, fsid = fsidForPath(nodePath.resolve(dir))): ExportEntry {
   const abs = nodePath.resolve(dir);
   const realPath = checkDirectory(abs, 'command line', undefined);
   const state: OptionState = {
@@ -853,7 +854,7 @@ export function quickExport(dir: string, readOnly = false): ExportEntry {
     fsid: null,
   };
   const rules = ['127.0.0.0/8', '::1'].map((p) => freezeRule(p, parseClientPattern(p), state));
-  return Object.freeze({ path: abs, realPath, fsid: fsidForPath(abs), rules: Object.freeze(rules), source: 'command line' });
+  return Object.freeze({ path: abs, realPath, fsid, rules: Object.freeze(rules), source: 'command line' });
 }
 
 // ---------------------------------------------------------------------------------------------

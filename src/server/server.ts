@@ -164,7 +164,7 @@ export class ClusterNfsServer {
     if (cfg.warmUp === true) {
       const bootPrivately: StartWarmUpServer = ({ exportEntry, cache, stateDir }) =>
         ClusterNfsServer.start({ exports: [exportEntry], bind: '127.0.0.1', nfsPort: 0, mountPort: 0, portmapPort: null, stateDir: cfg.stateDir === null ? null : stateDir, cache, limits: cfg.limits });
-      await warmUp(bootPrivately, { cache: cfg.cache });
+      await warmUp(bootPrivately, { cache: cfg.cache, fsid: cfg.exports[0]?.fsid });
     }
     try {
       const nfs = await listenBoth(opened(new TcpTransport(nfsDispatch, guard)), opened(new UdpTransport(nfsDispatch)), cfg.nfsPort, cfg.bind, 'NFS', '--nfs-port');

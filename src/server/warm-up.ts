@@ -50,6 +50,11 @@ export interface WarmUpOptions {
   budgetMs?: number;
   /** The real exports' cache options: the private store's caches get the same kinds of arrays. */
   cache?: Partial<CacheOptions>;
+  /**
+   * A served export's fsid, for the private one: V8 keeps a small integer and a large one in
+   * different kinds of fields, and objects of one kind make code optimised for the other's deopt.
+   */
+  fsid?: number;
 }
 
 export interface WarmUpResult {
@@ -141,7 +146,7 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
     fs.mkdirSync(root);
     makeTree(root);
     if (quiet) setLogLevel('warn');
-    const exportEntry = quickExport(root, true);
+    const exportEntry = quickExport(root, true, opts.fsid);
     // Objects of the same classes with the same kinds of fields as the real server's: a field that
     // held only null in the warm-up (an in-memory handle index has no log file) and then holds a
     // file in the real server makes V8 throw away all the code optimised against it.
