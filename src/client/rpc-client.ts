@@ -276,7 +276,11 @@ export class RpcClient {
     return new Promise((resolve) => this.closeWaiters.push(resolve));
   }
 
-  close(): Promise<void> {
+  /**
+   * `reset`: end a TCP connection with RST instead of FIN, leaving no TIME_WAIT socket on its
+   * local port (for 60 s such a socket keeps a server from listening on that port).
+   */
+  close(reset = false): Promise<void> {
     if (this.closePromise) return this.closePromise;
     this.closePromise = new Promise<void>((resolve) => {
       const tcp = this.tcp;
@@ -285,7 +289,8 @@ export class RpcClient {
       else if (udp && !this.closedErr) udp.once('close', () => resolve());
       else resolve();
       this.fail(new RpcConnectionError('client closed')); // closes the UDP socket
-      tcp?.destroy();
+      if (reset && tcp && !tcp.destroyed) tcp.resetAndDestroy();
+      else tcp?.destroy();
     });
     return this.closePromise;
   }

@@ -130,7 +130,11 @@ function normalize(p: string): string {
   return out.join('/');
 }
 
-/** From its own loopback address where the system allows it (every 127/8 address is local on Linux). */
+/**
+ * From its own loopback address where the system allows it (every 127/8 address is local on
+ * Linux). Closed with RST: a FIN would leave the connection's local port in TIME_WAIT for a
+ * minute, and the real server could not listen on it if it was given that port.
+ */
 async function connectFrom(job: WarmUpClientJob, index: number, port: number): Promise<RpcClient> {
   const opts = { host: job.host, port, timeoutMs: job.budgetMs + 5000 };
   try {
@@ -150,7 +154,7 @@ async function bootOne(job: WarmUpClientJob, index: number): Promise<number> {
     if (res.fh === null) throw new Error(`MNT ${job.exportPath}: status ${res.status}`);
     root = res.fh;
   } finally {
-    await mountRpc.close();
+    await mountRpc.close(true);
   }
   const rpc = await connectFrom(job, index, job.nfsPort);
   try {
@@ -158,7 +162,7 @@ async function bootOne(job: WarmUpClientJob, index: number): Promise<number> {
     await node.boot();
     return node.calls + 2;
   } finally {
-    await rpc.close();
+    await rpc.close(true);
   }
 }
 

@@ -4,6 +4,7 @@
  * the admin's export, no temporary files, no calls or cache entries on /metrics. When it cannot
  * run, the server serves anyway.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,12 @@ import { ServerProcess } from '../helpers/server-process.js';
 
 let work: string;
 let root: string;
+
+/** TCP sockets in TIME_WAIT on this host's loopback addresses (`ss` from iproute2). */
+function timeWaits(): number {
+  const r = spawnSync('ss', ['-tanH', 'state', 'time-wait'], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter((l) => /\s127\.\d+\.\d+\.\d+:\d+\s/.test(l)).length;
+}
 
 function warmUpDirs(tmp = os.tmpdir()): string[] {
   return fs.existsSync(tmp) ? fs.readdirSync(tmp).filter((n) => n.startsWith('clusternfs-warm-up-')) : [];
@@ -77,7 +84,11 @@ describe('JIT warm-up', () => {
   it('boots simulated nodes before the ports open and leaves no trace in the export, the temp dir or /metrics', async () => {
     const before = warmUpDirs();
     const listing = fs.readdirSync(root).sort();
+    const waiting = timeWaits();
     const { proc, port } = await start([]);
+    // ~190 connections came and went: closed with FIN they would hold their local ports in
+    // TIME_WAIT for a minute, and a server given one of those ports could not listen on it.
+    expect(timeWaits() - waiting).toBeLessThan(20);
     try {
       const done = logLine(proc, 'JIT warm-up done');
       expect(done, proc.log.join('\n')).toBeDefined();
