@@ -187,6 +187,8 @@ export async function runJob(job: WarmUpClientJob): Promise<WarmUpClientResult> 
 }
 
 if (process.send !== undefined) {
+  // The server went away (killed while warming): nothing is left to warm.
+  process.once('disconnect', () => process.exit(0));
   process.once('message', (job: WarmUpClientJob) => {
     runJob(job)
       .catch((err: Error): WarmUpClientResult => ({ calls: 0, nodes: 0, failures: [err.message] }))

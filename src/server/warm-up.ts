@@ -140,6 +140,14 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
   let server: WarmUpServer | null = null;
   let result: WarmUpClientResult = { calls: 0, nodes: 0, failures: [] };
   let problem = '';
+  // Ctrl-C or SIGTERM while warming still ends the process (the CLI's handlers are not installed
+  // yet), but without leaving the generated tree behind.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });
+    process.kill(process.pid, signal);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
   try {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clusternfs-warm-up-'));
     const root = path.join(tmp, 'root');
@@ -191,6 +199,8 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
   } catch (err) {
     problem = (err as Error).message;
   } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     await server?.stop().catch(() => undefined);
     if (quiet) setLogLevel(level);
     if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });

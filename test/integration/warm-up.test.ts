@@ -4,14 +4,14 @@
  * the admin's export, no temporary files, no calls or cache entries on /metrics. When it cannot
  * run, the server serves anyway.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MountClient, Nfs3Client, RpcClient } from '../../src/client/index.js';
 import { parsePromText, type Exposition } from '../helpers/prom-text.js';
-import { ServerProcess } from '../helpers/server-process.js';
+import { CLI, ServerProcess } from '../helpers/server-process.js';
 
 let work: string;
 let root: string;
@@ -132,6 +132,19 @@ describe('JIT warm-up', () => {
     } finally {
       await proc.stop();
     }
+  });
+
+  it('a SIGTERM while it runs ends the server and leaves no temporary tree', async () => {
+    const before = warmUpDirs();
+    const port = 23000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [CLI, 'serve', root, '--bind', '127.0.0.1', '--nfs-port', String(port), '--mount-port', String(port + 1), '--no-portmap', '--state-dir', path.join(work, 'state-term')], { stdio: 'ignore' });
+    const ended = new Promise<string | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && warmUpDirs().length <= before.length) await new Promise((r) => setTimeout(r, 10));
+    expect(warmUpDirs().length).toBe(before.length + 1);
+    child.kill('SIGTERM');
+    expect(await ended).toBe('SIGTERM');
+    expect(warmUpDirs()).toEqual(before);
   });
 
   it('logs a warning and serves anyway when it cannot run', async () => {
