@@ -80,11 +80,8 @@ export class ContentCache {
    * ordinary way.
    */
   file(node: FsNode, load: () => Promise<Buffer | null>): Buffer | Promise<Buffer | null> {
-    const hit = this.files!.get(node.ino);
-    if (hit !== undefined && isVersionOf(hit, node)) {
-      this.counters.hits++;
-      return hit.data;
-    }
+    const hit = this.current(node);
+    if (hit !== null) return hit;
     this.counters.misses++;
     const tag = versionTag(node);
     const st = node.stats;

@@ -315,19 +315,16 @@ export class NfsProgram {
   }
 
   private async lookupMiss(call: RpcCall, fh: Buffer, name: string): Promise<void> {
-    let dirStats: fs.Stats | null = null;
-    let fsid = 0;
+    let t: Target | null = null;
     try {
-      const t = await this.target(call, fh);
-      dirStats = t.node.stats;
-      fsid = t.exp.fsid;
+      t = await this.target(call, fh);
       if (!t.node.stats.isDirectory()) throw new NfsError(NfsStat.NOTDIR);
       checkLookupName(name);
       if (!maySearch(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no search permission');
-      this.replyLookup(call, t, await this.remap.lookup(t.exp.store, t.policy, t.node, name, t.client));
     } catch (err) {
-      this.fail(call, err, dirStats, fsid);
+      return this.fail(call, err, t?.node.stats ?? null, t?.exp.fsid ?? 0);
     }
+    return this.lookupIn(call, t, name, false);
   }
 
   /** The rest of a LOOKUP whose directory target() would give `t` (checked: a searchable directory). */
@@ -400,28 +397,24 @@ export class NfsProgram {
     const count = Math.min(call.args.u32(), call.sink.tcp ? this.limits.tcpTransferMax : this.limits.udpTransferMax);
     const t = this.targetCached(call, fh);
     if (t !== null && t.node.stats.isFile() && mayRead(t.node.stats, t.id)) {
-      const hit = t.exp.store.readCached(t.node, offset, count);
-      if (hit !== null) return this.replyRead(call, t.node.stats, t.exp.fsid, hit.data, hit.eof);
+      const data = t.exp.store.readCached(t.node, offset, count);
+      if (data !== null) return this.replyRead(call, t.node.stats, t.exp.fsid, data, offset + data.length >= t.node.stats.size);
       return this.readFrom(call, t, offset, count);
     }
     return this.readMiss(call, fh, offset, count);
   }
 
   private async readMiss(call: RpcCall, fh: Buffer, offset: number, count: number): Promise<void> {
-    let attrs: fs.Stats | null = null;
-    let fsid = 0;
+    let t: Target | null = null;
     try {
-      const t = await this.target(call, fh);
-      attrs = t.node.stats;
-      fsid = t.exp.fsid;
+      t = await this.target(call, fh);
       if (t.node.stats.isDirectory()) throw new NfsError(NfsStat.ISDIR);
       if (!t.node.stats.isFile()) throw new NfsError(NfsStat.INVAL, 'not a regular file');
       if (!mayRead(t.node.stats, t.id)) throw new NfsError(NfsStat.ACCES, 'no read permission');
-      const { data, eof } = await t.exp.store.read(t.node, offset, count);
-      this.replyRead(call, attrs, fsid, data, eof);
     } catch (err) {
-      this.fail(call, err, attrs, fsid);
+      return this.fail(call, err, t?.node.stats ?? null, t?.exp.fsid ?? 0);
     }
+    return this.readFrom(call, t, offset, count);
   }
 
   /** The rest of a READ whose file target() would give `t` (checked: a readable regular file). */
@@ -870,6 +863,7 @@ function isLookupName(name: string): boolean {
 }
 
 function checkLookupName(name: string): void {
+  if (isLookupName(name)) return;
   if (name.length === 0) throw new NfsError(NfsStat.NOENT, 'empty name');
   if (name.length > NFS3_MAXNAMLEN) throw new NfsError(NfsStat.NAMETOOLONG);
   if (name.includes('/') || name.includes('\0')) throw new NfsError(NfsStat.ACCES, 'name with / or NUL');

@@ -530,17 +530,18 @@ export class ExportStore {
 
   /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
   /**
-   * READ from memory without a promise, or null: the file is not held (or not as `node` says it
-   * is), or the READ is one read() answers specially (past the end, count 0).
+   * READ's data from memory without a promise (EOF is where the data reaches the file's size), or
+   * null: the file is not held (or not as `node` says it is), or the READ is one read() answers
+   * specially (past the end, count 0).
    */
-  readCached(node: FsNode, offset: number, count: number): { data: Buffer; eof: boolean } | null {
+  readCached(node: FsNode, offset: number, count: number): Buffer | null {
     const size = node.stats.size;
     if (offset >= size || count === 0 || !this.content.holds(size)) return null;
     const whole = this.content.current(node);
     if (whole === null) return null;
     const want = Math.min(count, size - offset);
     this.bytesRead += want;
-    return { data: whole.subarray(offset, offset + want), eof: offset + want >= size };
+    return whole.subarray(offset, offset + want);
   }
 
   async read(node: FsNode, offset: number, count: number): Promise<{ data: Buffer; eof: boolean }> {
