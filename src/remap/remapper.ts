@@ -272,10 +272,17 @@ export class Remapper {
 
   // ---- the tag index -------------------------------------------------------------------------
 
-  private async indexOf(store: ExportStore, dir: FsNode): Promise<IndexEntry> {
+  /** The directory's tag index if one is cached and still current (nothing counted). */
+  private currentIndex(store: ExportStore, dir: FsNode): IndexEntry | undefined {
     const st = dir.stats;
     const cached = this.indexes.get(dir.ino);
-    if (cached !== undefined && cached.store === store && cached.mtimeMs === st.mtimeMs && cached.ctimeMs === st.ctimeMs) {
+    return cached !== undefined && cached.store === store && cached.mtimeMs === st.mtimeMs && cached.ctimeMs === st.ctimeMs ? cached : undefined;
+  }
+
+  private async indexOf(store: ExportStore, dir: FsNode): Promise<IndexEntry> {
+    const st = dir.stats;
+    const cached = this.currentIndex(store, dir);
+    if (cached !== undefined) {
       this.stats.index.hits++;
       return cached;
     }
@@ -451,9 +458,8 @@ export class Remapper {
       // Tagged names (raw ones refused, `x$$$$` meaning the master) are resolveIn()'s to judge.
       if (scope !== null && name.includes('$$')) return undefined;
       if (scope !== null && Remapper.covers(scope, name)) {
-        const st = dir.stats;
-        const entry = this.indexes.get(dir.ino);
-        if (entry === undefined || entry.store !== store || entry.mtimeMs !== st.mtimeMs || entry.ctimeMs !== st.ctimeMs) return undefined;
+        const entry = this.currentIndex(store, dir);
+        if (entry === undefined) return undefined;
         indexHit = true;
         if (entry.index.tagged) {
           const r = resolveName(entry.index, name, client);
