@@ -5,9 +5,9 @@
  * background threads whose CPU is the server's. A fresh server therefore paid for its compiler
  * during the first boot storm it served: in the bench, ~0.3 s of compile time plus slow
  * interpreted calls, 85-125 µs of CPU per call, where the same storm served a second time costs
- * 30-34 µs (and 55-64 µs after this warm-up). The first storm after a restart is the one that
+ * 24-34 µs (and 40-68 µs after this warm-up). The first storm after a restart is the one that
  * matters (a power cut restarts the server and the nodes together), so before its ports open the
- * server boots 96 simulated nodes from itself (about 15,000 calls, 1.5-2 s).
+ * server boots 96 simulated nodes from itself (about 15,000 calls, 1.5-3 s).
  *
  * Nothing of the admin's is touched: the nodes boot from a small generated root in a temporary
  * directory, exported read-only to loopback by a private server instance (same classes, so the
