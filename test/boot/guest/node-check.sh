@@ -14,5 +14,7 @@ echo "$host booted from $ip" >/var/log/cnfs/boot.txt && echo "CNFS-CREATED=$(cat
 echo "$host" >>/var/lib/cnfs/state && echo "CNFS-COW=$(tr '\n' ' ' </var/lib/cnfs/state)"
 sync
 echo "CNFS-NODE-DONE ip=$ip"
-echo o >/proc/sysrq-trigger
-sleep 60
+# Power off from this process, synchronously. With sysrq the kernel powers off from a worker
+# while this shell goes on, and its next PATH lookup over NFS raced the NIC's shutdown: the one
+# vCPU spun in virtio-net's transmit path and the guest never powered off (seen in CI).
+exec systemctl poweroff --force --force
