@@ -17,6 +17,8 @@ const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
 
 
 /** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
+/** Node flags for the load workers (e.g. --cpu-prof), to see what the client's own time goes to. */
+const WORKER_NODE_FLAGS = (process.env.BENCH_WORKER_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
 const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -45,7 +47,7 @@ export abstract class ServerUnderTest {
 
   /** A load worker process inside this server's namespace, talking to us over IPC. */
   spawnWorker(): ChildProcess {
-    return spawn('ip', ['netns', 'exec', this.ns, process.execPath, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    return spawn('ip', ['netns', 'exec', this.ns, process.execPath, ...WORKER_NODE_FLAGS, WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   }
 
   /** The server's Prometheus text, or null if it has none. */
