@@ -111,13 +111,13 @@ export interface DirChange {
 /** Which names of a directory remapping covers. */
 type Scope = 'all' | ReadonlySet<string> | null;
 
-interface StoreState {
+class StoreState {
   /** Directory path → inode, for checking handles against the most recent index without a stat. */
-  byRel: Map<string, number>;
+  readonly byRel = new Map<string, number>();
   /** Directories whose index has a COW marker: a master handle there may follow a client to its variant. */
-  cowDirs: Set<string>;
+  readonly cowDirs = new Set<string>();
   /** A handle's path → its tagged components (paths repeat; parse each once). */
-  taggedPaths: Map<string, TaggedComponent[]>;
+  readonly taggedPaths = new Map<string, TaggedComponent[]>();
 }
 
 /** A tagged component of a handle's path: entry `name` of base `base` in directory `dirRel`. */
@@ -231,7 +231,7 @@ export class Remapper {
 
   private state(store: ExportStore): StoreState {
     let s = this.states.get(store);
-    if (s === undefined) this.states.set(store, (s = { byRel: new Map(), cowDirs: new Set(), taggedPaths: new Map() }));
+    if (s === undefined) this.states.set(store, (s = new StoreState()));
     return s;
   }
 

@@ -10,7 +10,7 @@
  * server boots 96 simulated nodes from itself (about 15,000 calls, 1.5-3 s).
  *
  * Nothing of the admin's is touched: the nodes boot from a small generated root in a temporary
- * directory, exported read-only to loopback by a private server instance (same classes, so the
+ * directory, exported to loopback by a private server instance (same classes, so the
  * same code is optimised; its own stores, caches and metrics) on ephemeral ports, and the client
  * is a child process (warm-up-client.ts). The process-wide file-system call counters are put back
  * afterwards, so /metrics counts clients only. If anything fails (no loopback, no writable temp
@@ -128,6 +128,17 @@ function makeTree(root: string): void {
   for (let a = 2; a <= TAGGED_ADDRESSES; a++) fs.writeFileSync(path.join(root, `etc/hostname$$IP=127.0.0.${a}$$`), `warm-up-node-${a}\n`);
 }
 
+/**
+ * The stopped warm-up servers, kept for the life of the process. V8 keeps a hidden class (map)
+ * only while some object has it, and optimised code that was specialised for a map that dies is
+ * thrown away. Once the warm-up's stores, caches, parsed tags and client views were garbage, the
+ * first real calls built new maps for the same objects and deoptimised the very code the warm-up
+ * had compiled (seen with --trace-generalization: "uninitialized field" in the remapper's and the
+ * tag parser's objects, then target() and targetCached() deoptimised). Its caches hold little:
+ * the generated tree is under 2 MB.
+ */
+const retained: WarmUpServer[] = [];
+
 export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {}): Promise<WarmUpResult> {
   const t0 = performance.now();
   const budgetMs = opts.budgetMs ?? 4000;
@@ -154,7 +165,7 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
     fs.mkdirSync(root);
     makeTree(root);
     if (quiet) setLogLevel('warn');
-    const exportEntry = quickExport(root, true, opts.fsid);
+    const exportEntry = quickExport(root, false, opts.fsid);
     // Objects of the same classes with the same kinds of fields as the real server's: a field that
     // held only null in the warm-up (an in-memory handle index has no log file) and then holds a
     // file in the real server makes V8 throw away all the code optimised against it.
@@ -165,8 +176,7 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
       mountPort: server.ports.mount,
       exportPath: exportEntry.path,
       files: BOOT_FILES,
-      // Read-only export: these MKDIRs get ROFS, which still runs the dispatcher's path for calls
-      // that are not idempotent (the reply cache), as a booting node's MKDIRs of /run and /tmp do.
+      // They exist: EXIST, through the same store and remap paths as a booting node's MKDIRs.
       mkdirs: ['run', 'tmp'],
       sharedDir: 'usr/share/warm-up',
       sharedFiles: SHARED_FILES,
@@ -202,6 +212,7 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
     await server?.stop().catch(() => undefined);
+    if (server !== null) retained.push(server);
     if (quiet) setLogLevel(level);
     if (tmp !== null) fs.rmSync(tmp, { recursive: true, force: true });
     Object.assign(fsCallCounts, savedCalls);
