@@ -4,8 +4,9 @@
  *
  * The client must cost far less per call than the server, or the bench measures itself: calls go
  * out through RpcClient.begin/sendCb (no promise, no closure per call), replies are decoded only
- * as far as the status and byte count, and each outstanding call is a reused Slot object whose
- * bound callback records the latency and issues the next call.
+ * as far as the status and byte count (a LOOKUP's handle), and each outstanding call is a reused
+ * object (Slot; BootReplay for a booting node) whose bound callback records the latency and
+ * issues the next call.
  */
 import { MountClient, Nfs3Client, RpcClient, nfs3Args as A } from '../src/client/index.js';
 import { NFS_PROGRAM, NFS_V3, NfsProc, NfsStat, StableHow } from '../src/nfs/constants.js';
@@ -35,14 +36,48 @@ function decodeReadCount(r: XdrReader): number {
   return r.u32();
 }
 
-/** Trace procedures whose only argument is the object's handle. */
-const HANDLE_ONLY: Record<string, (nfs: Nfs3Client, fh: Buffer) => Promise<{ status: number }>> = {
-  GETATTR: (nfs, fh) => nfs.getattr(fh),
-  FSINFO: (nfs, fh) => nfs.fsinfo(fh),
-  FSSTAT: (nfs, fh) => nfs.fsstat(fh),
-  PATHCONF: (nfs, fh) => nfs.pathconf(fh),
-  READLINK: (nfs, fh) => nfs.readlink(fh),
+/** NULL: no results. */
+function decodeNothing(): number {
+  return 0;
+}
+
+/** LOOKUP: the object's handle (copied: the reader's buffer is the client's), or the error negated. */
+function decodeLookupHandle(r: XdrReader): Buffer | number {
+  const s = r.u32();
+  if (s !== NfsStat.OK) return -s;
+  return Buffer.from(r.opaque(64));
+}
+
+/** What a boot-trace call is, decided once per worker rather than per call. */
+const Step = { NULL: 0, GETATTR: 1, FSINFO: 2, FSSTAT: 3, PATHCONF: 4, READLINK: 5, ACCESS: 6, LOOKUP: 7, READ: 8, MKDIR: 9 } as const;
+const STEP_PROCS: Record<string, [number, number]> = {
+  NULL: [Step.NULL, NfsProc.NULL],
+  GETATTR: [Step.GETATTR, NfsProc.GETATTR],
+  FSINFO: [Step.FSINFO, NfsProc.FSINFO],
+  FSSTAT: [Step.FSSTAT, NfsProc.FSSTAT],
+  PATHCONF: [Step.PATHCONF, NfsProc.PATHCONF],
+  READLINK: [Step.READLINK, NfsProc.READLINK],
+  ACCESS: [Step.ACCESS, NfsProc.ACCESS],
+  LOOKUP: [Step.LOOKUP, NfsProc.LOOKUP],
+  READ: [Step.READ, NfsProc.READ],
+  MKDIR: [Step.MKDIR, NfsProc.MKDIR],
 };
+
+interface BootStep {
+  step: number;
+  proc: number;
+  /** Path of the handle the call goes to. */
+  at: string;
+  /** LOOKUP: the path its handle is kept under. */
+  found: string;
+  name: string;
+  offset: number;
+  count: number;
+  access: number;
+  expectOk: boolean;
+}
+
+const MKDIR_ATTRS = { mode: 0o755 };
 
 const now = () => performance.now();
 const wallMs = () => performance.timeOrigin + performance.now();
@@ -135,7 +170,10 @@ class Run {
   private outstanding = 0;
   private finished: (() => void) | null = null;
   private readonly writeData: Buffer;
-  private trace: TraceCall[] = [];
+  /** boot: the trace's MOUNT calls, then its NFS calls this worker can replay (the rest are counted as skipped). */
+  private mountCalls: TraceCall[] = [];
+  bootSteps: BootStep[] = [];
+  bootSkips = 0;
 
   constructor(msg: Extract<ToWorker, { type: 'setup' }>) {
     this.spec = msg.workload;
@@ -147,7 +185,7 @@ class Run {
   async setup(): Promise<void> {
     const s = this.spec;
     if (s.kind === 'boot') {
-      this.trace = replayCalls(s.trace!);
+      this.compileTrace(replayCalls(s.trace!));
       return; // a boot starts from nothing: MOUNT and the connection are part of it
     }
     // Connect and mount in small batches: 64 simultaneous SYNs are fine, a thundering herd of MNTs is not the test.
@@ -339,75 +377,62 @@ class Run {
     f();
   }
 
-  /** One node's boot: MOUNT, then the trace's calls one after another, by path. */
+  private compileTrace(trace: TraceCall[]): void {
+    const join = (d: string, name: string) => (d === '/' ? `/${name}` : `${d}/${name}`);
+    let k = 0;
+    while (k < trace.length && trace[k].prog === 'mount') this.mountCalls.push(trace[k++]);
+    for (; k < trace.length; k++) {
+      const c = trace[k];
+      const known = c.prog === 'nfs' ? STEP_PROCS[c.proc] : undefined;
+      if (known === undefined) {
+        this.bootSkips++;
+        continue;
+      }
+      this.bootSteps.push({
+        step: known[0],
+        proc: known[1],
+        at: c.path ?? c.dir ?? '/',
+        found: c.proc === 'LOOKUP' ? join(c.dir!, c.name!) : '',
+        name: c.name ?? '',
+        offset: c.offset ?? 0,
+        count: c.count ?? 0,
+        access: c.access ?? 0,
+        expectOk: c.status.endsWith('3_OK'),
+      });
+    }
+  }
+
+  /** Whether a booting node may issue another call. */
+  canContinue(): boolean {
+    return !this.stopped && now() < this.stopAt;
+  }
+
+  /** One node's boot: MOUNT, then the trace's NFS calls one after another (BootReplay). */
   private async boot(n: SimNode): Promise<void> {
     const st = this.stats;
-    const fh = new Map<string, Buffer>();
-    const join = (d: string, name: string) => (d === '/' ? `/${name}` : `${d}/${name}`);
     let mountRpc: RpcClient | null = null;
     try {
       mountRpc = await connect(this.target, n.info.address, this.target.mountPort);
       const mnt = new MountClient(mountRpc);
       n.rpc = await connect(this.target, n.info.address, this.target.nfsPort);
-      n.nfs = new Nfs3Client(n.rpc);
-      for (const c of this.trace) {
-        if (this.stopped || now() >= this.stopAt) break;
-        const expectOk = c.status.endsWith('3_OK');
-        const handle = c.prog === 'mount' ? null : fh.get(c.path ?? c.dir ?? '/');
-        if (c.prog === 'nfs' && c.proc !== 'NULL' && handle === undefined) {
-          st.skipped++;
-          continue;
-        }
+      let root: Buffer | null = null;
+      for (const c of this.mountCalls) {
+        if (!this.canContinue()) break;
         const t0 = now();
         let status = 0;
-        const h = handle!;
-        switch (c.prog === 'mount' ? `MOUNT_${c.proc}` : c.proc) {
-          case 'MOUNT_NULL':
-            await mnt.null();
-            break;
-          case 'MOUNT_MNT': {
-            const r = await mnt.mnt(this.target.exportPath);
-            status = r.status;
-            if (r.fh) fh.set('/', r.fh);
-            await mountRpc!.close();
-            mountRpc = null;
-            break;
-          }
-          case 'NULL':
-            await n.nfs.null();
-            break;
-          case 'ACCESS':
-            status = (await n.nfs.access(h, c.access!)).status;
-            break;
-          case 'MKDIR':
-            status = (await n.nfs.mkdir(h, c.name!, { mode: 0o755 })).status;
-            break;
-          case 'LOOKUP': {
-            const r = await n.nfs.lookup(h, c.name!);
-            status = r.status;
-            if (r.fh) fh.set(join(c.dir!, c.name!), r.fh);
-            break;
-          }
-          case 'READ': {
-            A.encodeReadArgs(n.rpc.begin(NFS_PROGRAM, NFS_V3, NfsProc.READ, 64), h, c.offset!, c.count!);
-            const got = await n.rpc.send(decodeReadCount);
-            if (got < 0) status = -got;
-            else st.bytes += got;
-            break;
-          }
-          default: {
-            const byHandle = HANDLE_ONLY[c.proc];
-            if (byHandle === undefined) {
-              st.skipped++;
-              continue;
-            }
-            status = (await byHandle(n.nfs, h)).status;
-          }
-        }
+        if (c.proc === 'MNT') {
+          const r = await mnt.mnt(this.target.exportPath);
+          status = r.status;
+          root = r.fh;
+        } else await mnt.null();
         st.ops++;
         st.hist.record((now() - t0) * 1000);
-        if ((status === 0) !== expectOk) st.nfsErrors++;
+        if ((status === 0) !== c.status.endsWith('3_OK')) st.nfsErrors++;
       }
+      await mountRpc.close();
+      mountRpc = null;
+      st.skipped += this.bootSkips;
+      if (root !== null) await new Promise<void>((resolve) => new BootReplay(this, n, root!, resolve).next());
     } catch {
       st.errors++;
     } finally {
@@ -442,6 +467,88 @@ class Run {
       await Promise.all(this.nodes.map((n) => n.nfs.commit(n.handles[0]).catch(() => undefined)));
     }
     await Promise.all(this.nodes.map((n) => n.rpc?.close()));
+  }
+}
+
+/**
+ * One booting node replaying the trace: each call goes to the handle its path got from MNT or an
+ * earlier LOOKUP (a call whose handle the node does not have is skipped), one call at a time.
+ */
+class BootReplay {
+  private k = 0;
+  private t0 = 0;
+  private readonly handles = new Map<string, Buffer>();
+  private readonly done = (err: Error | null, value: number | Buffer | undefined): void => this.onReply(err, value);
+
+  constructor(
+    private readonly run: Run,
+    private readonly node: SimNode,
+    root: Buffer,
+    private readonly finished: () => void,
+  ) {
+    this.handles.set('/', root);
+  }
+
+  next(): void {
+    const steps = this.run.bootSteps;
+    const rpc = this.node.rpc;
+    while (this.k < steps.length && this.run.canContinue()) {
+      const s = steps[this.k];
+      const fh = this.handles.get(s.at);
+      if (fh === undefined && s.step !== Step.NULL) {
+        this.run.stats.skipped++;
+        this.k++;
+        continue;
+      }
+      this.t0 = now();
+      const w = rpc.begin(NFS_PROGRAM, NFS_V3, s.proc, 128);
+      switch (s.step) {
+        case Step.NULL:
+          rpc.sendCb(decodeNothing, this.done);
+          return;
+        case Step.ACCESS:
+          A.encodeAccessArgs(w, fh!, s.access);
+          break;
+        case Step.LOOKUP:
+          A.encodeDiropArgs(w, fh!, s.name);
+          rpc.sendCb(decodeLookupHandle, this.done);
+          return;
+        case Step.READ:
+          A.encodeReadArgs(w, fh!, s.offset, s.count);
+          rpc.sendCb(decodeReadCount, this.done);
+          return;
+        case Step.MKDIR:
+          A.encodeMkdirArgs(w, fh!, s.name, MKDIR_ATTRS);
+          break;
+        default:
+          A.encodeFhArgs(w, fh!);
+      }
+      rpc.sendCb(decodeStatus, this.done);
+      return;
+    }
+    this.finished();
+  }
+
+  private onReply(err: Error | null, value: number | Buffer | undefined): void {
+    const st = this.run.stats;
+    const s = this.run.bootSteps[this.k++];
+    st.ops++;
+    st.hist.record((now() - this.t0) * 1000);
+    if (err !== null) {
+      st.errors++;
+      this.finished();
+      return;
+    }
+    let ok: boolean;
+    if (typeof value !== 'number') {
+      ok = true;
+      this.handles.set(s.found, value!);
+    } else {
+      ok = value >= 0;
+      if (ok && s.step === Step.READ) st.bytes += value;
+    }
+    if (ok !== s.expectOk) st.nfsErrors++;
+    this.next();
   }
 }
 
