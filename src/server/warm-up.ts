@@ -183,7 +183,9 @@ export async function warmUp(start: StartWarmUpServer, opts: WarmUpOptions = {})
       sharedPerNode: SHARED_PER_NODE,
       addresses: ADDRESSES,
       nodes: opts.nodes ?? 96,
-      concurrency: 8,
+      // Many nodes at once, as in a storm: calls then wait on fills other nodes started, a path
+      // 8 at once rarely took (boot-storm, 12 alternated runs: 2 µs less CPU per call).
+      concurrency: 32,
       budgetMs,
     };
     // Files change under a real server too (an rsync of a new image): touching some while the
