@@ -262,6 +262,17 @@ export class AttrCache {
     }
   }
 
+  /**
+   * Empties the cache and lets its slot arrays go, in place (the fields keep their kinds). Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes):
+   * a slot allocated afterwards would index a chunk that is gone.
+   */
+  dropStorage(): void {
+    this.clear();
+    this.f64.length = 0;
+    this.u32.length = 0;
+    this.seen.length = 0;
+  }
+
   clear(): void {
     this.invalidating = true;
     try {

@@ -839,6 +839,14 @@ export class ExportStore {
   flushSync(): void {
     this.index.flushSync();
   }
+
+  /** After close(): lets the caches' contents and arrays go, keeping the objects. Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  dropStorage(): void {
+    this.attrs.dropStorage();
+    this.content.clear();
+    this.listings.clear();
+    this.index.dropStorage();
+  }
 }
 
 /** The directory part of a path below the root ('' for a top-level name). */

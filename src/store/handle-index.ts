@@ -273,6 +273,11 @@ export class HandleIndex {
     this.fd = null;
   }
 
+  /** Lets the in-memory table's storage go (the log on disk is untouched). Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  dropStorage(): void {
+    this.entries.dropStorage();
+  }
+
   /** Flushes synchronously; for process exit paths. */
   flushSync(): void {
     if (this.flushTimer !== null) clearTimeout(this.flushTimer);
