@@ -16,9 +16,9 @@ import type { TargetInfo } from './protocol.js';
 const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
 
 
-/** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
 /** Node flags for the load workers (e.g. --cpu-prof), to see what the client's own time goes to. */
 const WORKER_NODE_FLAGS = (process.env.BENCH_WORKER_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+/** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */
 const NETNS_PREFIX = process.env.BENCH_NETNS_PREFIX ?? 'bench';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

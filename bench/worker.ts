@@ -48,24 +48,22 @@ function decodeLookupHandle(r: XdrReader): Buffer | number {
   return Buffer.from(r.opaque(64));
 }
 
-/** What a boot-trace call is, decided once per worker rather than per call. */
-const Step = { NULL: 0, GETATTR: 1, FSINFO: 2, FSSTAT: 3, PATHCONF: 4, READLINK: 5, ACCESS: 6, LOOKUP: 7, READ: 8, MKDIR: 9 } as const;
-const STEP_PROCS: Record<string, [number, number]> = {
-  NULL: [Step.NULL, NfsProc.NULL],
-  GETATTR: [Step.GETATTR, NfsProc.GETATTR],
-  FSINFO: [Step.FSINFO, NfsProc.FSINFO],
-  FSSTAT: [Step.FSSTAT, NfsProc.FSSTAT],
-  PATHCONF: [Step.PATHCONF, NfsProc.PATHCONF],
-  READLINK: [Step.READLINK, NfsProc.READLINK],
-  ACCESS: [Step.ACCESS, NfsProc.ACCESS],
-  LOOKUP: [Step.LOOKUP, NfsProc.LOOKUP],
-  READ: [Step.READ, NfsProc.READ],
-  MKDIR: [Step.MKDIR, NfsProc.MKDIR],
+/** The trace's procedures a booting node replays, by name (decided once per worker, not per call). */
+const REPLAYED: Record<string, NfsProc> = {
+  NULL: NfsProc.NULL,
+  GETATTR: NfsProc.GETATTR,
+  FSINFO: NfsProc.FSINFO,
+  FSSTAT: NfsProc.FSSTAT,
+  PATHCONF: NfsProc.PATHCONF,
+  READLINK: NfsProc.READLINK,
+  ACCESS: NfsProc.ACCESS,
+  LOOKUP: NfsProc.LOOKUP,
+  READ: NfsProc.READ,
+  MKDIR: NfsProc.MKDIR,
 };
 
 interface BootStep {
-  step: number;
-  proc: number;
+  proc: NfsProc;
   /** Path of the handle the call goes to. */
   at: string;
   /** LOOKUP: the path its handle is kept under. */
@@ -383,14 +381,13 @@ class Run {
     while (k < trace.length && trace[k].prog === 'mount') this.mountCalls.push(trace[k++]);
     for (; k < trace.length; k++) {
       const c = trace[k];
-      const known = c.prog === 'nfs' ? STEP_PROCS[c.proc] : undefined;
-      if (known === undefined) {
+      const proc = c.prog === 'nfs' ? REPLAYED[c.proc] : undefined;
+      if (proc === undefined) {
         this.bootSkips++;
         continue;
       }
       this.bootSteps.push({
-        step: known[0],
-        proc: known[1],
+        proc,
         at: c.path ?? c.dir ?? '/',
         found: c.proc === 'LOOKUP' ? join(c.dir!, c.name!) : '',
         name: c.name ?? '',
@@ -495,29 +492,29 @@ class BootReplay {
     while (this.k < steps.length && this.run.canContinue()) {
       const s = steps[this.k];
       const fh = this.handles.get(s.at);
-      if (fh === undefined && s.step !== Step.NULL) {
+      if (fh === undefined && s.proc !== NfsProc.NULL) {
         this.run.stats.skipped++;
         this.k++;
         continue;
       }
       this.t0 = now();
       const w = rpc.begin(NFS_PROGRAM, NFS_V3, s.proc, 128);
-      switch (s.step) {
-        case Step.NULL:
+      switch (s.proc) {
+        case NfsProc.NULL:
           rpc.sendCb(decodeNothing, this.done);
           return;
-        case Step.ACCESS:
+        case NfsProc.ACCESS:
           A.encodeAccessArgs(w, fh!, s.access);
           break;
-        case Step.LOOKUP:
+        case NfsProc.LOOKUP:
           A.encodeDiropArgs(w, fh!, s.name);
           rpc.sendCb(decodeLookupHandle, this.done);
           return;
-        case Step.READ:
+        case NfsProc.READ:
           A.encodeReadArgs(w, fh!, s.offset, s.count);
           rpc.sendCb(decodeReadCount, this.done);
           return;
-        case Step.MKDIR:
+        case NfsProc.MKDIR:
           A.encodeMkdirArgs(w, fh!, s.name, MKDIR_ATTRS);
           break;
         default:
@@ -545,7 +542,7 @@ class BootReplay {
       this.handles.set(s.found, value!);
     } else {
       ok = value >= 0;
-      if (ok && s.step === Step.READ) st.bytes += value;
+      if (ok && s.proc === NfsProc.READ) st.bytes += value;
     }
     if (ok !== s.expectOk) st.nfsErrors++;
     this.next();
