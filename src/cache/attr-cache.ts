@@ -263,8 +263,9 @@ export class AttrCache {
   }
 
   /**
-   * Empties the cache and lets its slot arrays go, in place (the fields keep their kinds). Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes):
-   * a slot allocated afterwards would index a chunk that is gone.
+   * Empties the cache and lets its slot arrays go, in place (the fields keep their kinds). For the
+   * stopped warm-up server only (warm-up.ts, `retained`): a slot allocated afterwards would index
+   * a chunk that is gone.
    */
   dropStorage(): void {
     this.clear();

@@ -209,7 +209,7 @@ export class ClusterNfsServer {
     log.info('clusternfs stopped');
   }
 
-  /** After stop(): lets the stores' cached data go. Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  /** After stop(): lets the stores' cached data go, keeping the objects (warm-up.ts, `retained`). */
   dropStorage(): void {
     for (const s of this.stores) s.dropStorage();
   }

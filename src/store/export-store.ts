@@ -528,7 +528,6 @@ export class ExportStore {
     );
   }
 
-  /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
   /**
    * READ's data from memory without a promise (EOF is where the data reaches the file's size), or
    * null: the file is not held (or not as `node` says it is), or the READ is one read() answers
@@ -544,6 +543,7 @@ export class ExportStore {
     return whole.subarray(offset, offset + want);
   }
 
+  /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */
   async read(node: FsNode, offset: number, count: number): Promise<{ data: Buffer; eof: boolean }> {
     const size = node.stats.size;
     if (offset >= size || count === 0) return { data: Buffer.alloc(0), eof: offset >= size };
@@ -840,7 +840,7 @@ export class ExportStore {
     this.index.flushSync();
   }
 
-  /** After close(): lets the caches' contents and arrays go, keeping the objects. Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  /** After close(): lets the caches' contents and arrays go, keeping the objects (warm-up.ts, `retained`). */
   dropStorage(): void {
     this.attrs.dropStorage();
     this.content.clear();

@@ -273,7 +273,7 @@ export class HandleIndex {
     this.fd = null;
   }
 
-  /** Lets the in-memory table's storage go (the log on disk is untouched). Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  /** Lets the in-memory table's storage go (the log on disk is untouched); see IndexTable.dropStorage. */
   dropStorage(): void {
     this.entries.dropStorage();
   }

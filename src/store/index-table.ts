@@ -62,7 +62,7 @@ export class IndexTable {
     return this.live;
   }
 
-  /** Lets the row chunks and the name arena go, in place. Only for an object that will never be used again (the stopped JIT warm-up server, kept for its hidden classes). */
+  /** Lets the row chunks and the name arena go, in place. For the stopped warm-up server only (warm-up.ts, `retained`). */
   dropStorage(): void {
     this.ino.length = 0;
     this.birth.length = 0;
@@ -70,8 +70,6 @@ export class IndexTable {
     this.nameAt.length = 0;
     this.nameLen.length = 0;
     this.arena.length = 0;
-    this.byIno.fill(EMPTY);
-    this.byName.fill(EMPTY);
   }
 
   /** Row of `ino`, or -1. */
