@@ -115,8 +115,15 @@ class Slot {
   readonly done = (err: Error | null, value: number | undefined): void => this.run.onReply(this, err, value);
 }
 
+/**
+ * Every connection of this worker receives into this one buffer (replies are decoded before the
+ * next read; the decoders here copy what they keep): no Buffer allocated per read, and a READ reply
+ * of up to this size usually arrives in one read instead of being gathered from 64 KiB pieces.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(2 * 1024 * 1024);
+
 async function connect(target: TargetInfo, address: string, port: number): Promise<RpcClient> {
-  return RpcClient.connect({ host: target.host, port, localAddress: address, timeoutMs: RPC_TIMEOUT_MS });
+  return RpcClient.connect({ host: target.host, port, localAddress: address, timeoutMs: RPC_TIMEOUT_MS, readBuffer: READ_BUFFER });
 }
 
 async function mount(target: TargetInfo, address: string): Promise<Buffer> {

@@ -54,6 +54,14 @@ export interface RpcClientOptions {
   maxRecordBytes?: number;
   /** Size of the reusable encode slab; default 64 KiB (grows for large WRITEs). */
   slabBytes?: number;
+  /**
+   * TCP: receive replies into this buffer, which clients on one thread may share, instead of into
+   * a new 64 KiB Buffer per read. A load generator's replies then cost no allocation and a large
+   * one arrives in one read, whole, with no copy. The price: decoders given to send/sendCb must
+   * copy what they keep (those of Nfs3Client copy handles and verifiers, but READ data is a
+   * view); call, callRaw and onUnmatched get copies.
+   */
+  readBuffer?: Buffer;
 }
 
 /** Largest UDP payload over IPv4. */
@@ -157,6 +165,7 @@ export class RpcClient {
       localPort: this.opts.localPort,
       privileged: this.opts.privileged,
       connectTimeoutMs: this.opts.connectTimeoutMs ?? this.timeoutMs,
+      onread: this.opts.readBuffer ? { buffer: this.opts.readBuffer, callback: this.onRead } : undefined,
     };
     if (this.transport === 'tcp') {
       const s = await openTcp(target);
@@ -165,8 +174,9 @@ export class RpcClient {
       this.decoder = new RecordDecoder(
         { onRecord: (rec) => this.onRecord(rec), onViolation: (k, d) => this.onViolation(k, d) },
         { maxRecordBytes: limit, maxFragments: 4096 },
+        this.opts.readBuffer !== undefined,
       );
-      s.on('data', (chunk: Buffer) => this.decoder!.feed(chunk));
+      if (!this.opts.readBuffer) s.on('data', (chunk: Buffer) => this.decoder!.feed(chunk));
       s.on('error', (err: NodeJS.ErrnoException) => this.fail(new RpcConnectionError(`connection error: ${err.message}`, err.code ?? null)));
       s.on('close', () => this.fail(new RpcConnectionError('connection closed')));
     } else {
@@ -364,6 +374,12 @@ export class RpcClient {
     }
   }
 
+  private readonly onRead = (n: number, buf: Buffer): boolean => {
+    // Before connect resolves nothing can arrive: the server speaks only when called.
+    this.decoder?.feed(buf.subarray(0, n));
+    return true;
+  };
+
   private readonly uncork = (): void => {
     this.corked = false;
     this.tcp?.uncork();
@@ -374,11 +390,13 @@ export class RpcClient {
     const xid = rec.readUInt32BE(0);
     const p = this.pending.get(xid);
     if (p === undefined) {
-      if (this.onUnmatched) this.onUnmatched(rec);
+      if (this.onUnmatched) this.onUnmatched(this.keepable(rec));
       return;
     }
     this.pending.delete(xid);
     this.release(p);
+    // These hand the record itself on, to be read after this returns.
+    if (p.decode === RAW || p.decode === readerItself) rec = this.keepable(rec);
     let value: unknown;
     try {
       if (p.decode === RAW) value = rec;
@@ -392,6 +410,11 @@ export class RpcClient {
       return;
     }
     p.settle(null, value);
+  }
+
+  /** The record, or a copy of it when it lies in the reused read buffer. */
+  private keepable(rec: Buffer): Buffer {
+    return this.opts.readBuffer === undefined ? rec : Buffer.from(rec);
   }
 
   private onViolation(kind: RecordViolation, detail: number): void {

@@ -13,6 +13,8 @@ export interface SocketTarget {
   localPort?: number;
   privileged?: boolean;
   connectTimeoutMs: number;
+  /** TCP: receive into this one buffer (net's onread) instead of a new Buffer per read. */
+  onread?: net.OnReadOpts;
 }
 
 /** The range glibc's bindresvport uses; ports below 512 belong to well-known services. */
@@ -44,6 +46,7 @@ function connectOnce(t: SocketTarget, localPort: number): Promise<net.Socket> {
     const opts: net.NetConnectOpts = { host: t.host, port: t.port, noDelay: true };
     if (t.localAddress) opts.localAddress = t.localAddress;
     if (localPort) opts.localPort = localPort;
+    if (t.onread) opts.onread = t.onread;
     const socket = net.connect(opts);
     const timer = setTimeout(() => {
       socket.destroy();

@@ -6,6 +6,10 @@
  * view of that chunk, with no copy. Records that span chunks or fragments are gathered and joined
  * once. Limits are checked on the header, before anything is buffered, so a header that claims
  * 2 GiB costs nothing.
+ *
+ * A reader that receives into one reused buffer (net's `onread`) says so: the decoder then copies
+ * what must outlive the chunk into a buffer of its own, and each record it hands on is valid only
+ * until onRecord returns.
  */
 import { DEFAULT_LIMITS } from './limits.js';
 
@@ -34,6 +38,8 @@ export class RecordDecoder {
   private fragRemaining = 0;
   private fragLast = false;
   private parts: Buffer[] = [];
+  /** Chunks are reused: a record spanning chunks is copied here (grown as needed, then kept). */
+  private gather: Buffer | null;
   private recordLen = 0;
   private fragments = 0;
   private broken = false;
@@ -42,9 +48,10 @@ export class RecordDecoder {
   /** Records handed on so far (tells a stalled record from a stream of finished ones). */
   recordsDone = 0;
 
-  constructor(sink: RecordSink, limits: RecordLimits = DEFAULT_RECORD_LIMITS) {
+  constructor(sink: RecordSink, limits: RecordLimits = DEFAULT_RECORD_LIMITS, chunksReused = false) {
     this.sink = sink;
     this.limits = limits;
+    this.gather = chunksReused ? Buffer.alloc(0) : null;
   }
 
   /** True while a record has started but not ended (for the stalled-client idle timeout). */
@@ -109,7 +116,7 @@ export class RecordDecoder {
           if (last && !this.emit()) return this.hold(chunk, off);
           continue;
         }
-        if (last && this.parts.length === 0 && n - off >= len) {
+        if (last && this.recordLen === 0 && n - off >= len) {
           // Fast path: the whole record is in this chunk.
           const record = chunk.subarray(off, off + len);
           off += len;
@@ -122,7 +129,8 @@ export class RecordDecoder {
         this.fragLast = last;
       }
       const take = Math.min(this.fragRemaining, n - off);
-      this.parts.push(chunk.subarray(off, off + take));
+      if (this.gather === null) this.parts.push(chunk.subarray(off, off + take));
+      else this.gatherCopy(chunk, off, take);
       this.recordLen += take;
       this.fragRemaining -= take;
       off += take;
@@ -131,13 +139,26 @@ export class RecordDecoder {
   }
 
   private hold(chunk: Buffer, off: number): void {
-    if (off < chunk.length) this.held = chunk.subarray(off);
+    if (off < chunk.length) this.held = this.gather === null ? chunk.subarray(off) : Buffer.from(chunk.subarray(off));
+  }
+
+  private gatherCopy(chunk: Buffer, off: number, take: number): void {
+    let g = this.gather!;
+    const need = this.recordLen + take;
+    if (need > g.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, g.length * 2, 64 * 1024));
+      g.copy(grown, 0, 0, this.recordLen);
+      this.gather = g = grown;
+    }
+    chunk.copy(g, this.recordLen, off, off + take);
   }
 
   /** Hands on the gathered record; false when the sink said stop. */
   private emit(): boolean {
     const parts = this.parts;
-    const record = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.recordLen);
+    let record: Buffer;
+    if (this.gather !== null) record = this.gather.subarray(0, this.recordLen);
+    else record = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.recordLen);
     this.parts = [];
     this.recordLen = 0;
     this.fragments = 0;

@@ -189,6 +189,40 @@ describe('RecordDecoder', () => {
     expect(sink.records.length).toBe(2);
   });
 
+  it('with reused chunks (onread), copies what spans chunks before the buffer is overwritten', () => {
+    const p1 = payload(13, 2);
+    const p2 = payload(24, 3);
+    const p3 = payload(9, 4);
+    const stream = Buffer.concat([framed(p1), framed(p2, [8, 0, 16]), framed(p3, [1, 8])]);
+    // Each piece goes through one scratch buffer that is scribbled over once fed, as net's onread does.
+    const scratch = Buffer.alloc(stream.length);
+    const feedReused = (d: RecordDecoder, piece: Buffer): void => {
+      piece.copy(scratch);
+      d.feed(scratch.subarray(0, piece.length));
+      scratch.fill(0xee);
+    };
+    for (let i = 0; i <= stream.length; i++) {
+      for (let j = i; j <= stream.length; j += 3) {
+        const sink = new Collect();
+        const d = new RecordDecoder(sink, LIMITS, true);
+        feedReused(d, stream.subarray(0, i));
+        feedReused(d, stream.subarray(i, j));
+        feedReused(d, stream.subarray(j));
+        expect(sink.records, `split at ${i}, ${j}`).toEqual([p1, p2, p3]);
+        expect(d.hasPartial()).toBe(false);
+      }
+    }
+    // Bytes held while the sink has said stop are copied too.
+    const got: Buffer[] = [];
+    let allow = 1;
+    const d = new RecordDecoder({ onRecord: (r) => (got.push(Buffer.from(r)), --allow > 0), onViolation: () => {} }, LIMITS, true);
+    feedReused(d, stream);
+    expect(got).toEqual([p1]);
+    allow = 10;
+    d.resume();
+    expect(got).toEqual([p1, p2, p3]);
+  });
+
   it('stops after a record when the sink says so, and resume() continues with the held bytes in order', () => {
     const got: Buffer[] = [];
     let allow = 2;

@@ -286,6 +286,44 @@ describe('RpcClient over TCP', () => {
     expect(err).toBeInstanceOf(RpcConnectionError);
     expect(err).toMatchObject({ code: 'ECONNREFUSED' });
   });
+
+  it('with a shared readBuffer, replies larger than it and replies of two clients stay intact', async () => {
+    // Each reply carries `size` bytes made from `seed`, so a record scribbled over by a later
+    // read, or one client's bytes in the other's record, shows up as a wrong byte.
+    const fill = (seed: number, n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (seed + i * 7) & 0xff));
+    const { port } = await tcpServer((rec, sock) => {
+      const r = new XdrReader(rec);
+      const h = decodeCallHeader(r)!;
+      const size = r.u32();
+      const seed = r.u32();
+      const w = new XdrWriter(size + 64);
+      w.begin();
+      for (const x of [h.xid, 1, 0, 0, 0, 0]) w.u32(x);
+      w.opaque(fill(seed, size));
+      sock.write(record(Buffer.from(w.finish())));
+    });
+    const shared = Buffer.alloc(4096);
+    const a = await client(port, { timeoutMs: 5000, readBuffer: shared });
+    const b = await client(port, { timeoutMs: 5000, readBuffer: shared });
+    // call() hands back a reader, read here only after many more reads went into `shared`.
+    const viaCall = a.call(7, 1, 1, (w) => (w.u32(50_000), w.u32(99)));
+    const copyData = (r: XdrReader): Buffer => Buffer.from(r.opaque(1 << 20));
+    const sent: Array<{ seed: number; size: number; p: Promise<Buffer> }> = [];
+    let seed = 0;
+    for (const size of [10, 100_000, 3, 4096, 70_000, 1]) {
+      for (const c of [a, b]) {
+        seed++;
+        const w = c.begin(7, 1, 1);
+        w.u32(size);
+        w.u32(seed);
+        sent.push({ seed, size, p: c.send(copyData) });
+      }
+    }
+    for (const s of sent) expect(await s.p, `seed ${s.seed}`).toEqual(fill(s.seed, s.size));
+    const r = await viaCall;
+    expect(Buffer.from(r.opaque(1 << 20))).toEqual(fill(99, 50_000));
+    expect(shared.some((x) => x !== 0)).toBe(true); // the replies did go through the shared buffer
+  });
 });
 
 describe('RpcClient over UDP', () => {
