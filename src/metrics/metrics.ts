@@ -242,6 +242,7 @@ export class ServerMetrics implements CallObserver {
     single('clusternfs_watch_events_total', 'inotify events received', sum((s) => s.watcher.events), 'counter');
     single('clusternfs_watch_failures_total', 'Directories that could not be watched (cap or kernel limit; their entries live only for the TTL)', sum((s) => s.watcher.failures), 'counter');
     single('clusternfs_read_bytes_total', 'File data bytes sent by READ', sum((s) => s.bytesRead), 'counter');
+    single('clusternfs_read_sendfile_bytes_total', 'Of those, bytes sent straight from the file (sendfile, no copy)', sum((s) => s.bytesSentFromFile), 'counter');
     single('clusternfs_write_bytes_total', 'File data bytes written by WRITE', sum((s) => s.bytesWritten), 'counter');
     single('clusternfs_connections', 'Open TCP connections (NFS and MOUNT)', connections, 'gauge');
     single('clusternfs_clients', `Distinct client addresses that made a call in the last ${ACTIVE_WINDOW_S} s`, () => this.clients.active().length, 'gauge');

@@ -42,6 +42,14 @@ export interface ReplySink {
   send(head: Buffer, payload: Buffer | null, pad: Buffer | null): void;
   /** A call ended without a reply (dropped retransmission, undecodable record). */
   done(): void;
+  /** True when sendFile would start now (TCP with the native addon, nothing else being written). */
+  canSendFile?(): boolean;
+  /**
+   * Sends `head`, `length` bytes of the open file `fd` from `position`, then `pad`, without
+   * copying the bytes through the process; settles once they are in the socket or the connection
+   * was closed for failing (it never rejects). Only right after canSendFile() said yes.
+   */
+  sendFile?(head: Buffer, fd: number, position: number, length: number, pad: Buffer | null): Promise<void>;
 }
 
 export type Handler = (call: RpcCall) => void | Promise<void>;
@@ -156,6 +164,24 @@ export class RpcCall {
     // Every reply is cached, SYSTEM_ERR and GARBAGE_ARGS from fail() too: it was the answer.
     if (this.cacheKey !== null) this.dispatcher.replyCache?.complete(this.cacheKey, head, payload, pad);
     this.dispatcher.observer?.onReply(this, total);
+  }
+
+  /**
+   * Like send(), with the payload `length` bytes of the open file `fd` from `position`, sent by the
+   * sink straight from the file (only after sink.canSendFile() said yes). The promise settles
+   * when the bytes are in the socket; the descriptor must stay open until then.
+   */
+  sendFile(fd: number, position: number, length: number): Promise<void> {
+    this.replied = true;
+    const w = replyWriter;
+    const pad = length & 3 ? PADS[4 - (length & 3)] : null;
+    const total = w.length() + length + (pad ? pad.length : 0);
+    w.patchU32(0, lastFragmentHeader(total - 4));
+    const head = w.finish();
+    this.sink.inFlight--;
+    const sent = this.sink.sendFile!(head, fd, position, length, pad);
+    this.dispatcher.observer?.onReply(this, total);
+    return sent;
   }
 
   /** An accepted reply with a non-SUCCESS accept_stat and no body. */

@@ -3,11 +3,13 @@
  * ready in one turn of the event loop leaves in one write.
  */
 import net from 'node:net';
+import os from 'node:os';
 import { componentLogger } from '../log/logger.js';
 import type { ReplySink, RpcDispatcher } from './dispatch.js';
 import { ConnectionGuard, LimitId, standaloneGuard, type LimitHits, type ServerLimits } from './limits.js';
 import { payloadPool } from './payload-pool.js';
 import { RecordDecoder, type RecordSink, type RecordViolation } from './record.js';
+import { sendRangeAddon } from './send-range.js';
 
 const log = componentLogger('tcp');
 
@@ -34,6 +36,11 @@ function flushCorked(): void {
 let coarseNow = Date.now();
 
 const LARGEST_REPLY = 1024 * 1024 + 512;
+
+const { EPIPE, ECONNRESET } = os.constants.errno;
+
+/** Native file sends running, server-wide; beyond one per addon thread, READs are copied instead of queued. */
+let fileSends = 0;
 
 class TcpConnection implements ReplySink, RecordSink {
   readonly tcp = true;
@@ -69,6 +76,10 @@ class TcpConnection implements ReplySink, RecordSink {
    */
   private readonly lentPayloads: Buffer[] = [];
   private readonly onPayloadWritten: (err?: Error | null) => void;
+  /** While a native file send runs: its duplicate descriptor (for abort), else -1. */
+  private fileSendFd = -1;
+  /** Replies made while a file send runs (head, payload, pad, ...), written in order after it. */
+  private readonly heldReplies: Array<Buffer | null> = [];
 
   constructor(socket: net.Socket, address: string, dispatcher: RpcDispatcher, limits: ServerLimits, hits: LimitHits) {
     this.socket = socket;
@@ -95,6 +106,8 @@ class TcpConnection implements ReplySink, RecordSink {
       const lent = this.lentPayloads;
       for (let i = 0; i < lent.length; i++) payloadPool.release(lent[i]);
       lent.length = 0;
+      // A file send to a connection that is gone would otherwise wait out the stall timeout.
+      if (this.fileSendFd !== -1) sendRangeAddon!.abort(this.fileSendFd);
     });
   }
 
@@ -137,6 +150,11 @@ class TcpConnection implements ReplySink, RecordSink {
       if (payload !== null) payloadPool.release(payload);
       return;
     }
+    if (this.fileSendFd !== -1) {
+      // The socket is the file send's until it ends: Node writing now would interleave records.
+      this.heldReplies.push(head, payload, pad);
+      return;
+    }
     if (!this.isCorked) {
       this.isCorked = true;
       socket.cork();
@@ -165,6 +183,57 @@ class TcpConnection implements ReplySink, RecordSink {
 
   done(): void {
     this.maybeResume();
+  }
+
+  canSendFile(): boolean {
+    const socket = this.socket;
+    // Only with nothing of Node's still to write (corked replies count), so bytes stay in order.
+    return (
+      sendRangeAddon !== null &&
+      fileSends < sendRangeAddon.threads &&
+      this.fileSendFd === -1 &&
+      !socket.destroyed &&
+      socket.writableLength === 0 &&
+      typeof socketFd(socket) === 'number'
+    );
+  }
+
+  sendFile(head: Buffer, fd: number, position: number, length: number, pad: Buffer | null): Promise<void> {
+    return new Promise((resolve) => {
+      const finished = (errno: number, sent: number): void => {
+        fileSends--;
+        this.fileSendFd = -1;
+        this.lastActivity = coarseNow;
+        if (errno !== 0) {
+          // Part of a record may be on the wire: the stream cannot go on. The client reconnects and retries.
+          const detail = { client: this.address, errno, sent, of: head.length + length + (pad ? pad.length : 0) };
+          if (errno === EPIPE || errno === ECONNRESET) log.debug(detail, 'client went away during a READ reply from file');
+          else log.info(detail, 'READ reply from file failed (stalled client, or the file shrank); closing connection');
+          this.socket.destroy();
+        }
+        this.writeHeld();
+        this.replyEstimate += (head.length + length - this.replyEstimate) >> 3;
+        this.maybeResume();
+        resolve();
+      };
+      fileSends++;
+      try {
+        this.fileSendFd = sendRangeAddon!.start(socketFd(this.socket)!, fd, position, length, head, pad, this.limits.partialRecordTimeoutMs, finished);
+      } catch (err) {
+        fileSends--;
+        log.error({ client: this.address, err }, 'READ reply from file could not start; closing connection');
+        this.socket.destroy();
+        resolve();
+      }
+    });
+  }
+
+  /** The replies held during a file send, now in order (or released if the connection died). */
+  private writeHeld(): void {
+    const held = this.heldReplies;
+    if (held.length === 0) return;
+    for (let i = 0; i < held.length; i += 3) this.send(held[i]!, held[i + 1], held[i + 2]);
+    held.length = 0;
   }
 
   flush(): void {
@@ -214,6 +283,12 @@ class TcpConnection implements ReplySink, RecordSink {
     }
     return false;
   }
+}
+
+/** The socket's descriptor (Node keeps it on the handle; absent for a socket not yet or no longer open). */
+function socketFd(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 export class TcpTransport {

@@ -116,6 +116,8 @@ export class ExportStore {
   /** Data bytes READ and WRITE moved (the metrics read them). */
   bytesRead = 0;
   bytesWritten = 0;
+  /** Of bytesRead, those sent straight from the file by the native addon (sendfile). */
+  bytesSentFromFile = 0;
   /** Bumped by every change we see, per bucket of the parent directory's inode. */
   private readonly epochs = new Uint32Array(EPOCH_BUCKETS);
   /** lstats in flight by path, shared by the callers that miss meanwhile (see fill()). */
@@ -541,6 +543,32 @@ export class ExportStore {
     const want = Math.min(count, size - offset);
     this.bytesRead += want;
     return whole.subarray(offset, offset + want);
+  }
+
+  /**
+   * READ's bytes for `send` to take straight from the file (sendfile), for files not held in
+   * memory: `send` gets the open descriptor, the byte count and EOF, and returns the send's
+   * promise (the descriptor stays open until it settles) or null when it cannot take them now.
+   * False when nothing was sent: the caller reads and replies as usual.
+   */
+  async sendFromFile(
+    node: FsNode,
+    offset: number,
+    count: number,
+    send: (fd: number, length: number, eof: boolean) => Promise<void> | null,
+  ): Promise<boolean> {
+    const size = node.stats.size;
+    if (offset >= size || count === 0 || this.content.holds(size)) return false;
+    const want = Math.min(count, size - offset);
+    return this.openFiles.withFile(this.abs(node.rel), node.ino, node.birth, async (fd) => {
+      const sending = send(fd, want, offset + want >= size);
+      if (sending === null) return false;
+      fsops.fsCallCounts.sendfile++;
+      await sending;
+      this.bytesRead += want;
+      this.bytesSentFromFile += want;
+      return true;
+    });
   }
 
   /** Reads up to `count` bytes; `eof` is true when the read reached the end of the file. */

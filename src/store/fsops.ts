@@ -12,6 +12,8 @@ export const fsCallCounts = {
   open: 0,
   close: 0,
   read: 0,
+  /** READ replies sent from the file by the native addon (src/rpc/send-range.ts): a read each. */
+  sendfile: 0,
   readdir: 0,
   readlink: 0,
   statfs: 0,

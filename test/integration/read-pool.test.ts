@@ -6,6 +6,10 @@
  * different files and offsets in flight on one connection and across connections, while other
  * connections pipeline 1 MiB READs and hang up in the middle of their replies, and while one
  * client leaves its replies unread long enough for the server's writes to queue up.
+ *
+ * READs of 128 KiB and more also go out by the native sendfile path when a connection has
+ * nothing else being written (src/rpc/send-range.ts), mixed with pooled replies on the same
+ * connections: the same checks hold for both, and the counters show both were taken.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -17,6 +21,7 @@ import { encodeReadArgs } from '../../src/client/nfs3-args.js';
 import { NFS_PROGRAM, NfsStat } from '../../src/nfs/constants.js';
 import { writeCallHeader } from '../../src/rpc/message.js';
 import { payloadPool } from '../../src/rpc/payload-pool.js';
+import { sendRangeAddon } from '../../src/rpc/send-range.js';
 import { lastFragmentHeader } from '../../src/rpc/record.js';
 import { XdrWriter } from '../../src/rpc/xdr.js';
 import type { ClusterNfsServer } from '../../src/server/server.js';
@@ -161,6 +166,11 @@ describe('READ data from pooled buffers', () => {
       }
       // The point of the test is buffers going round: make sure they did.
       expect(payloadPool.reused).toBeGreaterThan(reusedBefore);
+      // And replies sent straight from the file among them (the addon is built by npm install).
+      expect(sendRangeAddon, 'native sendfile addon loaded').not.toBeNull();
+      const store = server.stores[0];
+      expect(store.bytesSentFromFile).toBeGreaterThan(0);
+      expect(store.bytesSentFromFile).toBeLessThan(store.bytesRead);
     } finally {
       await Promise.all(sessions.slice(1).map((s) => s.close()));
     }
