@@ -38,6 +38,8 @@ let coarseNow = Date.now();
 const LARGEST_REPLY = 1024 * 1024 + 512;
 
 const { EPIPE, ECONNRESET } = os.constants.errno;
+/** A file send still running after this long is waiting for a client that does not read. */
+const STALLED_FILE_SEND_MS = 1000;
 
 /** Native file sends running, server-wide; beyond one per addon thread, READs are copied instead of queued. */
 let fileSends = 0;
@@ -80,6 +82,10 @@ class TcpConnection implements ReplySink, RecordSink {
   private fileSendFd = -1;
   /** Replies made while a file send runs (head, payload, pad, ...), written in order after it. */
   private readonly heldReplies: Array<Buffer | null> = [];
+  /** Bytes of the running file send and of the held replies: unsent, like Node's writableLength. */
+  private fileSendBytes = 0;
+  /** When the running file send began (coarse clock), to tell a client that stopped reading. */
+  private fileSendSince = 0;
 
   constructor(socket: net.Socket, address: string, dispatcher: RpcDispatcher, limits: ServerLimits, hits: LimitHits) {
     this.socket = socket;
@@ -122,13 +128,19 @@ class TcpConnection implements ReplySink, RecordSink {
 
   onRecord(record: Buffer): boolean {
     this.dispatcher.dispatch(record, this);
+    if (this.fileSendFd !== -1) {
+      // No new calls while a reply goes out from a file: of a client that stops reading, the
+      // replies would pile up here (held behind the send) instead of in the kernel's buffers.
+      this.pauseQuietly();
+      return false;
+    }
     // Checked after every record, so a chunk full of pipelined calls cannot overshoot the limits.
     const limits = this.limits;
     if (this.inFlight >= limits.maxCallsPerConnection) {
       this.pauseForLoad(LimitId.calls_per_connection, this.inFlight);
       return false;
     }
-    const unsent = this.socket.writableLength;
+    const unsent = this.unsentBytes();
     if (unsent + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) {
       // Holding back calls whose replies are still being made is pacing; only a client that
       // leaves its replies unread is worth a count and a log line.
@@ -153,6 +165,7 @@ class TcpConnection implements ReplySink, RecordSink {
     if (this.fileSendFd !== -1) {
       // The socket is the file send's until it ends: Node writing now would interleave records.
       this.heldReplies.push(head, payload, pad);
+      this.fileSendBytes += head.length + (payload !== null ? payload.length : 0) + (pad !== null ? pad.length : 0);
       return;
     }
     if (!this.isCorked) {
@@ -203,6 +216,7 @@ class TcpConnection implements ReplySink, RecordSink {
       const finished = (errno: number, sent: number): void => {
         fileSends--;
         this.fileSendFd = -1;
+        this.fileSendBytes = 0;
         this.lastActivity = coarseNow;
         if (errno !== 0) {
           // Part of a record may be on the wire: the stream cannot go on. The client reconnects and retries.
@@ -217,15 +231,24 @@ class TcpConnection implements ReplySink, RecordSink {
         resolve();
       };
       fileSends++;
+      this.fileSendSince = coarseNow;
+      this.fileSendBytes = head.length + length + (pad !== null ? pad.length : 0);
       try {
         this.fileSendFd = sendRangeAddon!.start(socketFd(this.socket)!, fd, position, length, head, pad, this.limits.partialRecordTimeoutMs, finished);
+        if (!this.pausedForLoad) this.pauseQuietly(); // see onRecord; finished() resumes
       } catch (err) {
         fileSends--;
+        this.fileSendBytes = 0;
         log.error({ client: this.address, err }, 'READ reply from file could not start; closing connection');
         this.socket.destroy();
         resolve();
       }
     });
+  }
+
+  /** What this connection has to write and the kernel does not have yet. */
+  private unsentBytes(): number {
+    return this.socket.writableLength + this.fileSendBytes;
   }
 
   /** The replies held during a file send, now in order (or released if the connection died). */
@@ -254,10 +277,10 @@ class TcpConnection implements ReplySink, RecordSink {
   }
 
   private maybeResume(): void {
-    if (!this.pausedForLoad || this.socket.destroyed) return;
+    if (!this.pausedForLoad || this.socket.destroyed || this.fileSendFd !== -1) return;
     const limits = this.limits;
     if (this.inFlight >= limits.maxCallsPerConnection) return;
-    const unsent = this.socket.writableLength;
+    const unsent = this.unsentBytes();
     if (unsent + this.inFlight * this.replyEstimate >= limits.maxUnsentBytesPerConnection) {
       // A pause that began as pacing and stays because the replies are not being read.
       if (!this.pauseCounted && unsent * 2 >= limits.maxUnsentBytesPerConnection) this.pauseForLoad(LimitId.unsent_bytes, unsent);
@@ -271,6 +294,12 @@ class TcpConnection implements ReplySink, RecordSink {
 
   /** Called by the sweep: closes the connection if one of the timeouts ran out. */
   expired(now: number): boolean {
+    if (this.fileSendFd !== -1 && !this.pauseCounted && now - this.fileSendSince >= STALLED_FILE_SEND_MS) {
+      // Its calls have waited behind this send (onRecord) for a while: a client not reading its
+      // replies, worth the same count and log line as one whose unsent replies fill our memory.
+      this.pauseCounted = true;
+      this.hits.hit(LimitId.unsent_bytes, this.address, this.port, this.fileSendBytes);
+    }
     if (this.partialSince !== 0 && !this.pausedForLoad && now - this.partialSince >= this.limits.partialRecordTimeoutMs) {
       this.hits.hit(LimitId.partial_record_timeout, this.address, this.port, now - this.partialSince);
       this.socket.destroy();

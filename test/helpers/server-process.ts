@@ -54,9 +54,9 @@ export class ServerProcess {
     return ServerProcess.ready(ns, child);
   }
 
-  /** Starts `clusternfs serve ARGS` on the host (the caller passes loopback --bind and ports). */
-  static async startOnHost(args: string[]): Promise<ServerProcess> {
-    const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Starts `clusternfs serve ARGS` on the host (the caller passes loopback --bind and ports), with `env` added to ours. */
+  static async startOnHost(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     return ServerProcess.ready(null, child);
   }
 

@@ -4,8 +4,10 @@
  *
  * - 1,000 connections each stuck in the middle of a record header: a well-behaved client's NULL
  *   and GETATTR p99 stay within 5x of what they were without them, and new connections get in.
- * - 16 clients pipelining 1,000 one-MiB READs each and never reading the replies: the server
- *   grows by at most 100 MB, keeps serving others, and gives the memory back once they go.
+ * - 16 clients pipelining 1,000 READs each and never reading the replies: the server grows by at
+ *   most 100 MB, keeps serving others, and gives the memory back once they go: once with the
+ *   READs sent from the file by sendfile (each connection's calls wait behind its stuck send),
+ *   once with them copied (the replies pile up to the unsent-bytes limit).
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -26,7 +28,6 @@ import { ServerProcess } from '../helpers/server-process.js';
 const STALLED = 1000;
 const READERS = 16;
 const READS_EACH = 1000;
-const READ_SIZE = 1024 * 1024;
 const FILE_MB = 64;
 
 let work: string;
@@ -40,6 +41,32 @@ let nfs: Nfs3Client;
 let rootFh: Buffer;
 let bigFh: Buffer;
 
+/** Starts the server under test (and our clients of it); `env` is added to its environment. */
+async function startServer(env: NodeJS.ProcessEnv = {}): Promise<void> {
+  port = 22000 + Math.floor(Math.random() * 20000);
+  metricsPort = port + 2;
+  proc = await ServerProcess.startOnHost(
+    [
+      root, '--bind', '127.0.0.1', '--nfs-port', String(port), '--mount-port', String(port + 1), '--no-portmap',
+      '--metrics-port', String(metricsPort), '--state-dir', path.join(work, 'state'),
+      // The stalled connections must outlive the measurement; their timeout has its own test.
+      '--partial-record-timeout', '600',
+    ],
+    env,
+  );
+  mrpc = await RpcClient.connect({ host: '127.0.0.1', port: port + 1, timeoutMs: 20_000 });
+  rpc = await RpcClient.connect({ host: '127.0.0.1', port, timeoutMs: 20_000 });
+  nfs = new Nfs3Client(rpc);
+  rootFh = (await new MountClient(mrpc).mnt(root)).fh!;
+  bigFh = (await nfs.lookup(rootFh, 'big')).fh!;
+}
+
+async function stopServer(): Promise<void> {
+  await rpc?.close();
+  await mrpc?.close();
+  await proc?.stop();
+}
+
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'cnfs-slow-'));
   root = path.join(work, 'root');
@@ -47,25 +74,11 @@ beforeAll(async () => {
   const fd = fs.openSync(path.join(root, 'big'), 'w');
   for (let i = 0; i < FILE_MB; i++) fs.writeSync(fd, Buffer.alloc(1024 * 1024, i + 1));
   fs.closeSync(fd);
-  port = 22000 + Math.floor(Math.random() * 20000);
-  metricsPort = port + 2;
-  proc = await ServerProcess.startOnHost([
-    root, '--bind', '127.0.0.1', '--nfs-port', String(port), '--mount-port', String(port + 1), '--no-portmap',
-    '--metrics-port', String(metricsPort), '--state-dir', path.join(work, 'state'),
-    // The stalled connections must outlive the measurement; their timeout has its own test.
-    '--partial-record-timeout', '600',
-  ]);
-  mrpc = await RpcClient.connect({ host: '127.0.0.1', port: port + 1, timeoutMs: 20_000 });
-  rpc = await RpcClient.connect({ host: '127.0.0.1', port, timeoutMs: 20_000 });
-  nfs = new Nfs3Client(rpc);
-  rootFh = (await new MountClient(mrpc).mnt(root)).fh!;
-  bigFh = (await nfs.lookup(rootFh, 'big')).fh!;
+  await startServer();
 });
 
 afterAll(async () => {
-  await rpc?.close();
-  await mrpc?.close();
-  await proc?.stop();
+  await stopServer();
   fs.rmSync(work, { recursive: true, force: true });
 });
 
@@ -166,25 +179,35 @@ describe('stalled clients', () => {
   });
 });
 
-/** 1,000 READ calls of 1 MiB as one buffer of records, xids from `base`. */
-function pipelinedReads(base: number): Buffer {
+/** 1,000 READ calls of `size` bytes as one buffer of records, xids from `base`. */
+function pipelinedReads(base: number, size: number): Buffer {
   const w = new XdrWriter(256 * 1024);
   const records: Buffer[] = [];
   for (let i = 0; i < READS_EACH; i++) {
     w.begin(256);
     w.u32(0);
     writeCallHeader(w, base + i, NFS_PROGRAM, 3, 6, { flavor: 1, uid: 0, gid: 0, gids: [], machineName: 'hog' });
-    encodeReadArgs(w, bigFh, ((i * READ_SIZE) % (FILE_MB * READ_SIZE)), READ_SIZE);
+    encodeReadArgs(w, bigFh, (i * size) % (FILE_MB * 1024 * 1024 - size), size);
     w.patchU32(0, lastFragmentHeader(w.length() - 4));
     records.push(Buffer.from(w.finish()));
   }
   return Buffer.concat(records);
 }
 
-describe('clients that do not read their replies', () => {
-  it(`${READERS} clients pipelining ${READS_EACH} 1 MiB READs grow the server by at most 100 MB, and it is given back`, async () => {
+describe.each([
+  ['1 MiB READs sent from the file', {}],
+  ['1 MiB READs copied (CLUSTERNFS_NO_SENDFILE=1)', { CLUSTERNFS_NO_SENDFILE: '1' }],
+])('clients that do not read their replies: %s', (_what, env) => {
+  const readSize = 1024 * 1024;
+  beforeAll(async () => {
+    // A server of its own: its RSS is then this test's alone, and env picks the READ path.
+    await stopServer();
+    await startServer(env);
+  });
+
+  it(`${READERS} clients pipelining ${READS_EACH} of them grow the server by at most 100 MB, and it is given back`, async () => {
     // Warm up the READ path so its steady-state memory is in the baseline.
-    for (let i = 0; i < 32; i++) expect((await nfs.read(bigFh, i * READ_SIZE, READ_SIZE)).status).toBe(NfsStat.OK);
+    for (let i = 0; i < 32; i++) expect((await nfs.read(bigFh, i * readSize, readSize)).status).toBe(NfsStat.OK);
     await sleep(1000);
     const before = rssMb();
     const pausesBefore = (await metric('clusternfs_limit_hits_total{limit="unsent_bytes"}')) + (await metric('clusternfs_limit_hits_total{limit="calls_per_connection"}'));
@@ -195,7 +218,7 @@ describe('clients that do not read their replies', () => {
         const sock = await connectFrom(`127.0.30.${c + 1}`);
         sock.on('error', () => {});
         sock.pause(); // never read: replies pile up in the kernel, then at the server
-        sock.write(pipelinedReads(c * 100_000 + 1));
+        sock.write(pipelinedReads(c * 100_000 + 1, readSize));
         hogs.push(sock);
       }
       // Watch the server for a while: it must level off, not grow with the 16 GB asked for.
@@ -219,7 +242,7 @@ describe('clients that do not read their replies', () => {
       await nfs.getattr(rootFh);
       after = rssMb();
     }
-    console.log(`backpressure: server RSS ${before.toFixed(1)} MB before, ${peak.toFixed(1)} MB peak with ${READERS}×${READS_EACH} unread 1 MiB READs, ${after.toFixed(1)} MB after they left`);
+    console.log(`backpressure: server RSS ${before.toFixed(1)} MB before, ${peak.toFixed(1)} MB peak with ${READERS}×${READS_EACH} unread ${readSize >> 10} KiB READs, ${after.toFixed(1)} MB after they left`);
     expect(peak - before).toBeLessThanOrEqual(100);
     expect(after - before).toBeLessThanOrEqual(30);
     expect((await nfs.getattr(rootFh)).status).toBe(NfsStat.OK);
