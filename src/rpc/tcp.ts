@@ -1,6 +1,8 @@
 /**
  * RPC over TCP: record marking in, replies out in any order, batched so that every reply that is
- * ready in one turn of the event loop leaves in one write.
+ * ready in one turn of the event loop leaves in one write. A large READ reply may instead go out
+ * from its file on a thread of the sendfile addon (send-range.ts); the connection's other
+ * replies, and its new calls, wait until it has.
  */
 import net from 'node:net';
 import os from 'node:os';
