@@ -82,7 +82,8 @@ export interface ClusterSupport {
 
 /**
  * READs from this size up, of files not held in memory, are sent from the file by sendfile
- * (when the transport can): below it the pool thread hand-off costs more than the copy it saves.
+ * (when the transport can): below it the hand-off to the addon's thread and back costs more
+ * than the copy it saves.
  */
 const SENDFILE_MIN_BYTES = 128 * 1024;
 

@@ -172,6 +172,7 @@ export class RpcCall {
    * when the bytes are in the socket; the descriptor must stay open until then.
    */
   sendFile(fd: number, position: number, length: number): Promise<void> {
+    if (this.replied) return Promise.resolve();
     this.replied = true;
     const w = replyWriter;
     const pad = length & 3 ? PADS[4 - (length & 3)] : null;
