@@ -9,13 +9,34 @@
  * dropped datagram) just lets it be collected: lent buffers are tracked weakly, and a release of
  * a buffer not lent (or already released) does nothing, so a double release cannot hand one
  * buffer to two replies.
+ *
+ * Buffers the pool lets go are garbage V8 does not hurry to collect: they are old, and freeing
+ * external memory does not prompt a collection, so after a burst of large READs the server kept
+ * its peak RSS for as long as nothing else allocated (seen: 152 MB of a 187 MB peak still held
+ * 30 s after the clients left, against 89 MB when a collection happened to run). When a quiet
+ * second follows a burst that let go of 32 MiB or more, the pool asks for one full collection.
  */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 /** Below 4 KiB Buffer.allocUnsafe already slices Node's own pool; nothing to gain. */
 const MIN_SHIFT = 12;
 /** 1 MiB: the largest READ we offer (rtmax). Larger requests are plain allocations. */
 const MAX_SHIFT = 20;
 const CLASSES = MAX_SHIFT - MIN_SHIFT + 1;
+/** Bytes let go (trimmed, or dropped with the pool full) after which a quiet second collects. */
+const COLLECT_AFTER_BYTES = 32 * 1024 * 1024;
+
+let fullGc: (() => void) | null = null;
+
+/** One full garbage collection (V8's gc(), made available at first use). */
+function collectGarbage(): void {
+  if (fullGc === null) {
+    v8.setFlagsFromString('--expose-gc');
+    fullGc = vm.runInNewContext('gc') as () => void;
+  }
+  fullGc();
+}
 
 function classOf(size: number): number {
   return size <= 1 << MIN_SHIFT ? 0 : 32 - Math.clz32(size - 1) - MIN_SHIFT;
@@ -32,6 +53,10 @@ export class PayloadPool {
   reused = 0;
   created = 0;
   dropped = 0;
+  /** Full collections asked for after bursts. */
+  collections = 0;
+  /** Bytes let go since the last collection. */
+  private letGo = 0;
 
   /** An acquire happened since the last trim tick. */
   private busy = false;
@@ -43,7 +68,14 @@ export class PayloadPool {
     if (trimAfterMs > 0) {
       // A server that stopped reading gives its idle buffers back instead of keeping them for good.
       this.trimTimer = setInterval(() => {
-        if (!this.busy) this.trim();
+        if (!this.busy) {
+          this.trim();
+          if (this.letGo >= COLLECT_AFTER_BYTES) {
+            this.letGo = 0;
+            this.collections++;
+            collectGarbage();
+          }
+        }
         this.busy = false;
       }, trimAfterMs);
       this.trimTimer.unref();
@@ -53,6 +85,7 @@ export class PayloadPool {
   /** Forgets every idle buffer (the lent ones come back later as usual). */
   trim(): void {
     for (let i = 0; i < CLASSES; i++) this.free[i].length = 0;
+    this.letGo += this.idle;
     this.idle = 0;
   }
 
@@ -85,6 +118,7 @@ export class PayloadPool {
     if (!this.lent.delete(ab)) return;
     if (this.idle + ab.byteLength > this.maxIdleBytes) {
       this.dropped++;
+      this.letGo += ab.byteLength;
       return;
     }
     this.idle += ab.byteLength;

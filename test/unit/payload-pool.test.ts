@@ -1,7 +1,8 @@
 /**
  * The pool's own promises: a buffer is lent to one holder at a time (a second release of it, or
  * a release of a buffer it never lent, cannot put it in the pool twice), sizes round up to their
- * class, the idle bytes stay under the cap, and trim lets them go.
+ * class, the idle bytes stay under the cap, and trim lets them go; after a burst that let go
+ * of 32 MiB or more, a quiet moment brings one full garbage collection, so the memory goes back.
  */
 import { describe, expect, it } from 'vitest';
 import { PayloadPool } from '../../src/rpc/payload-pool.js';
@@ -47,5 +48,25 @@ describe('PayloadPool', () => {
     pool.trim();
     expect(pool.idleBytes()).toBe(0);
     expect(pool.acquire(1024 * KIB).buffer).not.toBe(lent[0].buffer);
+  });
+
+  it('asks for one full collection when a quiet tick follows a burst that let go of 32 MiB or more, not after a small one', async () => {
+    // The pools' timers tick every 30 ms; wait for the tick that trims (the same tick decides on collecting).
+    const trimmed = async (pool: PayloadPool) => {
+      for (let i = 0; i < 500 && pool.idleBytes() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(pool.idleBytes()).toBe(0);
+    };
+    const small = new PayloadPool(64 * 1024 * KIB, 30);
+    for (const b of Array.from({ length: 8 }, () => small.acquire(1024 * KIB))) small.release(b);
+    await trimmed(small);
+    expect(small.collections).toBe(0);
+    const burst = new PayloadPool(16 * 1024 * KIB, 30);
+    // 40 MiB lent at once: 16 come back to the pool (its cap), 24 are dropped; the trim lets go of the 16.
+    for (const b of Array.from({ length: 40 }, () => burst.acquire(1024 * KIB))) burst.release(b);
+    expect(burst.dropped).toBe(24);
+    await trimmed(burst);
+    expect(burst.collections).toBe(1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(burst.collections).toBe(1); // once per burst, not every quiet tick
   });
 });
