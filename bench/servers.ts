@@ -15,7 +15,6 @@ import type { TargetInfo } from './protocol.js';
 /** Every server's whole output also goes to this file when set (the report keeps only its end). */
 const LOG_COPY = process.env.BENCH_SERVER_LOG ?? '';
 
-
 /** Node flags for the load workers (e.g. --cpu-prof), to see what the client's own time goes to. */
 const WORKER_NODE_FLAGS = (process.env.BENCH_WORKER_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
 /** Names of the servers' namespaces start with this (a test sets its own, to find exactly its own). */

@@ -14,7 +14,7 @@ import { ClusterNfsServer, StartupError } from '../server/server.js';
 import { DEFAULT_CACHE_OPTIONS } from '../cache/options.js';
 import { addLimitOptions, limitsFromOptions, type LimitOptions } from './limit-options.js';
 import { importSnapshotsCommand } from './import-snapshots.js';
-import { packageRoot, SAMPLE_EXPORT } from './package-paths.js';
+import { packageRoot, SAMPLE_EXPORT } from '../package-paths.js';
 import { resolveCommandDefinition } from './resolve-command.js';
 import { tagCommandDefinition } from './tag-command.js';
 import { tagsCommand } from './tags-command.js';

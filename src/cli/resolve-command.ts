@@ -15,7 +15,7 @@ import { lstat, readdir, readlink } from '../store/fsops.js';
 import { entryKind, lstatOrNull } from './copy-tree.js';
 import { displayName, toByteString } from './display-name.js';
 import { HOST_NAME } from './nodes-file.js';
-import { SAMPLE_EXPORT } from './package-paths.js';
+import { SAMPLE_EXPORT } from '../package-paths.js';
 import { humanBytes } from './table.js';
 import { RULE_WORDS, servesWords } from './tag-words.js';
 import { UserError } from './user-error.js';

@@ -159,7 +159,7 @@ export class RecordDecoder {
     let record: Buffer;
     if (this.gather !== null) record = this.gather.subarray(0, this.recordLen);
     else record = parts.length === 1 ? parts[0] : Buffer.concat(parts, this.recordLen);
-    this.parts = [];
+    if (parts.length !== 0) this.parts = [];
     this.recordLen = 0;
     this.fragments = 0;
     this.fragLast = false;

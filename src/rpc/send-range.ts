@@ -3,11 +3,10 @@
  * from the file to the socket with sendfile(2) on threads of its own. Where it was not built the
  * server works as before, copying the data through a Buffer; one log line says so.
  */
-import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { componentLogger } from '../log/logger.js';
+import { packageRoot } from '../package-paths.js';
 
 export interface SendRangeAddon {
   /** Its threads: sends at once (a send holds one while its client reads). */
@@ -31,14 +30,8 @@ export interface SendRangeAddon {
   abort(duplicateFd: number): void;
 }
 
-/** The package root (where node-gyp leaves build/Release) from dist/src/rpc or, under vitest, src/rpc. */
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4 && !fs.existsSync(path.join(dir, 'package.json')); i++) dir = path.dirname(dir);
-  return dir;
-}
-
-const ADDON = path.join(packageRoot(), 'build', 'Release', 'sendrange.node');
+/** Where node-gyp leaves it. */
+const ADDON = path.join(packageRoot, 'build', 'Release', 'sendrange.node');
 
 function load(): SendRangeAddon | null {
   // For comparing the two paths (bench) and as a way out should the addon misbehave somewhere.
